@@ -1,0 +1,54 @@
+#ifndef SHOAL_NODE_BUF_H
+#define SHOAL_NODE_BUF_H
+
+/*
+ * Growable byte buffer with a read offset (consume from the front, append at the back) and
+ * the allocation helpers every module uses. xmalloc and friends abort on exhaustion: they are
+ * for control structures whose sizes we chose, never for peer-given sizes that were not first
+ * checked against a configured limit.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf {
+    uint8_t *data;
+    size_t off; /* first unread byte */
+    size_t len; /* end of written bytes */
+    size_t cap;
+};
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+/* Releases the storage and zeroes b. */
+void buf_free(struct buf *b);
+/* Makes room for n more bytes at the end and returns a pointer to them (not yet committed).
+ * Compacts consumed bytes first when that is enough. */
+uint8_t *buf_reserve(struct buf *b, size_t n);
+/* Marks n reserved bytes as written. */
+void buf_commit(struct buf *b, size_t n);
+/* Appends n bytes. */
+void buf_append(struct buf *b, const void *p, size_t n);
+/* Drops n bytes from the front; when it empties, resets offsets to 0. */
+void buf_consume(struct buf *b, size_t n);
+/* Unread bytes. */
+static inline size_t buf_used(const struct buf *b)
+{
+    return b->len - b->off;
+}
+static inline uint8_t *buf_head(const struct buf *b)
+{
+    return b->data + b->off;
+}
+/* Empties the buffer, keeping its storage. */
+static inline void buf_reset(struct buf *b)
+{
+    b->off = 0;
+    b->len = 0;
+}
+
+#endif

@@ -1,0 +1,80 @@
+#ifndef SHOAL_STORE_STORE_H
+#define SHOAL_STORE_STORE_H
+
+/*
+ * The session and retained-message store: one asynchronous interface, several backends
+ * (memory now; redis later). Every request takes a callback and a context. Contract: a call
+ * that returns an error never calls back; otherwise the callback runs exactly once, never from
+ * inside the call (always from a later loop pass), with ERR_CANCELED if the store is destroyed
+ * first. Byte blobs passed in are copied before the call returns; blobs passed to callbacks are
+ * borrowed for the duration of the callback.
+ *
+ * Keys: a session is named by its client id. Ownership is a registry entry (owner node, epoch)
+ * claimed atomically; every session write carries the writer's epoch and is refused with
+ * ERR_EXISTS when a newer epoch has claimed the client id since (fencing).
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+struct store;
+
+struct store_blob {
+    const uint8_t *p;
+    size_t len;
+};
+
+/* Generic completion: rc is 0 or a negative ERR_*. */
+typedef void (*store_done_cb)(void *ctx, int rc);
+/* Owner claim result: epoch is the new epoch; prev_owner is the node that held the client id
+ * before (NULL if none), prev_epoch its epoch. */
+typedef void (*store_claim_cb)(void *ctx, int rc, uint64_t epoch, const char *prev_owner,
+                               uint64_t prev_epoch);
+/* Session load: rc ERR_NOT_FOUND when there is no session; otherwise state is the saved blob
+ * and queue holds n queued message blobs in order. */
+typedef void (*store_load_cb)(void *ctx, int rc, struct store_blob state,
+                              const struct store_blob *queue, size_t n);
+/* Retained scan: called with every retained message blob (n of them), then done. */
+typedef void (*store_retain_cb)(void *ctx, int rc, const struct store_blob *msgs, size_t n);
+
+/*
+ * Opens a store from its URL ("memory" or later "redis://..."). Returns 0 and sets *out, or
+ * ERR_INVALID for an unknown or malformed URL (with a message in err).
+ */
+int store_create(uv_loop_t *loop, const char *url, const char *node_id, struct store **out,
+                 char *err, size_t errlen);
+/* Cancels pending requests (their callbacks run with ERR_CANCELED on a later pass, so the
+ * loop must run once more) and frees the store. Sets *s to NULL. */
+void store_destroy(struct store **s);
+
+/* Claims client_id for this node with a new epoch. */
+int store_owner_claim(struct store *s, const char *client_id, store_claim_cb cb, void *ctx);
+/* Releases the claim if epoch is still current. */
+int store_owner_release(struct store *s, const char *client_id, uint64_t epoch, store_done_cb cb,
+                        void *ctx);
+
+/* Writes the session state blob, fenced by epoch; expiry_s 0 = never expires. */
+int store_session_save(struct store *s, const char *client_id, uint64_t epoch,
+                       struct store_blob state, uint64_t expiry_s, store_done_cb cb, void *ctx);
+/* Reads the state and the offline queue. */
+int store_session_load(struct store *s, const char *client_id, store_load_cb cb, void *ctx);
+/* Deletes state and queue, fenced by epoch. */
+int store_session_delete(struct store *s, const char *client_id, uint64_t epoch,
+                         store_done_cb cb, void *ctx);
+/* Appends a message blob to the offline queue; ERR_QUOTA past max_count/max_bytes (0 = no
+ * limit). Not fenced: any node may queue for an offline session. */
+int store_queue_push(struct store *s, const char *client_id, struct store_blob msg,
+                     uint32_t max_count, uint64_t max_bytes, store_done_cb cb, void *ctx);
+/* Drops the first n queued messages, fenced by epoch. */
+int store_queue_trim(struct store *s, const char *client_id, uint64_t epoch, size_t n,
+                     store_done_cb cb, void *ctx);
+
+/* Sets (or with an empty blob, clears) the retained message for topic. */
+int store_retain_set(struct store *s, const char *topic, struct store_blob msg, store_done_cb cb,
+                     void *ctx);
+/* Reads every retained message (used to warm a node's cache at start). */
+int store_retain_load(struct store *s, store_retain_cb cb, void *ctx);
+
+#endif
