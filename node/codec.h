@@ -97,7 +97,9 @@ struct codec_str {
  * are kept as their raw encoded run (each: 0x26, string, string) in wire order, so that they
  * can be forwarded verbatim. Subscription identifiers: decoding stores the first in sub_id;
  * encoding writes sub_ids[0..n_sub_ids) when the bit is set (several for overlapping
- * subscriptions).
+ * subscriptions), or sub_id alone when n_sub_ids is 0. The user_props run may also hold other
+ * properties a peer interleaved: read it with codec_user_prop_next, write it with
+ * codec_props_write, never copy it raw into another packet.
  */
 struct codec_props {
     uint64_t has;
@@ -179,7 +181,8 @@ struct codec_sub_entry {
 
 /*
  * SUBSCRIBE and UNSUBSCRIBE. Decoding validates every entry and sets raw (the payload) and
- * count; iterate with codec_sub_next / codec_unsub_next. Encoding reads list and count.
+ * count; iterate with codec_sub_next / codec_unsub_next. Encoding reads list and count, or
+ * writes raw verbatim when list is NULL (re-encoding a decoded packet).
  */
 struct codec_subscribe {
     uint16_t packet_id;
@@ -237,10 +240,11 @@ int codec_frame(const uint8_t *buf, size_t len, uint32_t max_size, size_t *total
  * CONNECT (then only CONNECT is accepted; its version is read from the packet). A server
  * decodes client-to-server packets and a client decodes server-to-client packets: is_server
  * selects which direction's rules apply. Returns the packet's size (>0), CODEC_AGAIN, or a
- * negative ERR_*. On error *out is unspecified.
+ * negative ERR_*. On error *out is unspecified. A CONNECT when version is not 0 is ERR_PROTOCOL
+ * (a second CONNECT); a version other than 0, 3, 4 or 5 is ERR_INVALID.
  */
-int codec_decode(const uint8_t *buf, size_t len, uint8_t version, bool is_server,
-                 uint32_t max_size, struct codec_packet *out);
+int codec_decode(const uint8_t *buf, size_t len, uint8_t version, bool is_server, uint32_t max_size,
+                 struct codec_packet *out);
 
 /* Iterates a decoded SUBSCRIBE's entries. *pos starts at 0. Returns false after the last. */
 bool codec_sub_next(const struct codec_subscribe *s, uint8_t version, size_t *pos,
@@ -249,7 +253,9 @@ bool codec_sub_next(const struct codec_subscribe *s, uint8_t version, size_t *po
 bool codec_unsub_next(const struct codec_unsubscribe *u, size_t *pos, struct codec_str *filter);
 
 /*
- * Exact encoded size of p for version (properties are written only for v5). Returns 0 if the
+ * Exact encoded size of p for version (properties are written only for v5, and only those the
+ * packet type may carry; v5 acks, DISCONNECT and AUTH leave out a 0 reason code and empty
+ * properties). For CONNECT a version of 0 means p->u.connect.version. Returns 0 if the
  * packet cannot be encoded (for example a remaining length past CODEC_MAX_REMAINING).
  */
 size_t codec_size(uint8_t version, const struct codec_packet *p);
@@ -266,6 +272,14 @@ size_t codec_props_size(const struct codec_props *p, uint64_t mask);
 /* Writes those properties (no length prefix); returns the end pointer. */
 uint8_t *codec_props_write(uint8_t *out, const struct codec_props *p, uint64_t mask);
 
+/*
+ * Iterates the user properties of a raw run (struct codec_props.user_props): sets *key and *val
+ * to views of the next pair and returns true, or returns false after the last. *pos starts at
+ * 0. Entries of other properties found inside the run (a peer may interleave them) are skipped.
+ */
+bool codec_user_prop_next(const struct codec_str *run, size_t *pos, struct codec_str *key,
+                          struct codec_str *val);
+
 /* Variable byte integer helpers. codec_varint_size(v) is 1..4 (v <= CODEC_MAX_REMAINING). */
 size_t codec_varint_size(uint32_t v);
 uint8_t *codec_varint_write(uint8_t *out, uint32_t v);
@@ -273,5 +287,17 @@ uint8_t *codec_varint_write(uint8_t *out, uint32_t v);
 /* True when s is well-formed UTF-8 as MQTT requires: no U+0000, no surrogates, no overlong
  * forms, nothing above U+10FFFF. */
 bool codec_utf8_valid(const uint8_t *s, size_t len);
+
+/* Internal to node/codec*.c (folder-internal symbols). */
+#define CODEC__KIND_WILL 0 /* property-set index of CONNECT's will properties */
+/* Reads a property length and block at *pp for packet type kind (or CODEC__KIND_WILL) into
+ * out, rejecting the properties in deny; advances *pp. Returns 0 or a negative ERR_*. */
+int codec__props_read(const uint8_t **pp, const uint8_t *end, unsigned kind, uint64_t deny,
+                      struct codec_props *out);
+/* The properties packet type kind may carry. */
+uint64_t codec__props_mask(unsigned kind);
+/* codec_props_size that also reports values that cannot be encoded (string > 65535 bytes,
+ * subscription identifier 0 or > CODEC_MAX_REMAINING). */
+size_t codec__props_len(const struct codec_props *p, uint64_t mask, bool *is_bad);
 
 #endif
