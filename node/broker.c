@@ -1,1 +1,250 @@
-/* placeholder */
+/*
+ * The node's root object: start-up in dependency order, the per-pass hook that refreshes the
+ * clock and flushes every connection's batched output, the 250 ms tick that drives the timing
+ * wheel and $SYS, the session table, and orderly shutdown.
+ */
+#include "node/broker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "node/clock.h"
+#include "node/conn.h"
+#include "node/err.h"
+#include "node/handle.h"
+#include "node/listener.h"
+#include "node/log.h"
+#include "node/msg.h"
+#include "node/retain.h"
+#include "node/session.h"
+#include "node/signals.h"
+#include "node/topic_tree.h"
+#include "store/store.h"
+
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+static uint64_t hash_id(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+struct session *broker_session_find(struct broker *b, const char *id, size_t len)
+{
+    struct session *s = b->sess_buckets[hash_id(id, len) & (b->sess_nbuckets - 1)];
+    for (; s; s = s->hnext)
+        if (s->client_id_len == len && memcmp(s->client_id, id, len) == 0)
+            return s;
+    return NULL;
+}
+
+static void sess_grow(struct broker *b)
+{
+    size_t n = b->sess_nbuckets * 2;
+    struct session **nb = xcalloc(n, sizeof(*nb));
+    for (size_t i = 0; i < b->sess_nbuckets; i++) {
+        struct session *s = b->sess_buckets[i];
+        while (s) {
+            struct session *next = s->hnext;
+            size_t k = hash_id(s->client_id, s->client_id_len) & (n - 1);
+            s->hnext = nb[k];
+            nb[k] = s;
+            s = next;
+        }
+    }
+    free(b->sess_buckets);
+    b->sess_buckets = nb;
+    b->sess_nbuckets = n;
+}
+
+void broker_session_insert(struct broker *b, struct session *s)
+{
+    if (b->sess_count >= b->sess_nbuckets)
+        sess_grow(b);
+    size_t k = hash_id(s->client_id, s->client_id_len) & (b->sess_nbuckets - 1);
+    s->hnext = b->sess_buckets[k];
+    b->sess_buckets[k] = s;
+    b->sess_count++;
+}
+
+void broker_session_remove(struct broker *b, struct session *s)
+{
+    struct session **pp = &b->sess_buckets[hash_id(s->client_id, s->client_id_len) &
+                                           (b->sess_nbuckets - 1)];
+    for (; *pp; pp = &(*pp)->hnext) {
+        if (*pp == s) {
+            *pp = s->hnext;
+            s->hnext = NULL;
+            b->sess_count--;
+            return;
+        }
+    }
+}
+
+void broker_flush_later(struct broker *b, struct conn *c)
+{
+    if (c->in_flush_list)
+        return;
+    c->in_flush_list = true;
+    conn_ref(c);
+    c->flush_next = b->flush_head;
+    b->flush_head = c;
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    struct broker *b = container_of(h, struct broker, prepare);
+
+    /* Flushing can queue more output (a close after a failed write); loop until quiet. */
+    while (b->flush_head) {
+        struct conn *c = b->flush_head;
+        b->flush_head = NULL;
+        while (c) {
+            struct conn *next = c->flush_next;
+            c->flush_next = NULL;
+            c->in_flush_list = false;
+            conn_flush(c);
+            conn_unref(c);
+            c = next;
+        }
+    }
+    clock_refresh();
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct broker *b = container_of(t, struct broker, tick);
+    clock_refresh();
+    uint64_t now = clock_now_ms();
+    keepalive_advance(&b->wheel, now);
+    uint32_t iv = b->conf->sys_interval_s;
+    if (iv > 0 && now - b->last_sys_ms >= (uint64_t)iv * 1000u) {
+        b->last_sys_ms = now;
+        stats_publish_sys(b);
+    }
+}
+
+/* Warms the retained cache from the store at start. */
+static void on_retain_load(void *ctx, int rc, const struct store_blob *msgs, size_t n)
+{
+    struct broker *b = ctx;
+    if (rc < 0) {
+        if (rc != ERR_CANCELED)
+            log_warn("store", "retained load failed rc=%s", err_str(rc));
+        return;
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct msg *m = msg_blob_read(msgs[i].p, msgs[i].len, clock_now_ms(),
+                                      clock_wall_s() * 1000u);
+        if (!m) {
+            bad++;
+            continue;
+        }
+        retain_set(b->retained, m);
+        msg_unref(&m);
+    }
+    log_info("store", "retained messages loaded n=%zu malformed=%zu", n - bad, bad);
+}
+
+int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c)
+{
+    char err[256] = "";
+    int rc;
+
+    memset(b, 0, sizeof(*b));
+    b->loop = loop;
+    b->conf = c;
+    clock_refresh();
+    b->started_ms = clock_now_ms();
+    b->last_sys_ms = b->started_ms;
+    b->scratch = xmalloc(BROKER_SCRATCH_SIZE);
+    b->sess_nbuckets = 1024;
+    b->sess_buckets = xcalloc(b->sess_nbuckets, sizeof(*b->sess_buckets));
+    b->subs = topic_tree_create();
+    b->retained = retain_create();
+    keepalive_wheel_init(&b->wheel, b->started_ms);
+
+    rc = store_create(loop, c->store_url ? c->store_url : "memory", c->node_id, &b->store, err,
+                      sizeof(err));
+    if (rc < 0) {
+        log_error("store", "cannot open store url=%s: %s", c->store_url, err);
+        return rc;
+    }
+    rc = store_retain_load(b->store, on_retain_load, b);
+    if (rc < 0)
+        return rc;
+    rc = listener_start_all(b);
+    if (rc < 0)
+        return rc;
+    (void)uv_prepare_init(loop, &b->prepare);
+    (void)uv_prepare_start(&b->prepare, on_prepare);
+    (void)uv_timer_init(loop, &b->tick);
+    (void)uv_timer_start(&b->tick, on_tick, KEEPALIVE_SLOT_MS, KEEPALIVE_SLOT_MS);
+    rc = signals_start(b);
+    if (rc < 0)
+        return rc;
+    log_info("broker", "shoal node started node_id=%s listeners=%zu", c->node_id,
+             c->n_listeners);
+    return 0;
+}
+
+void broker_stop(struct broker *b)
+{
+    if (b->stopping)
+        return;
+    b->stopping = true;
+    log_info("broker", "shutting down");
+    listener_close_all(b);
+    for (struct conn *c = b->conns; c;) {
+        struct conn *next = c->next;
+        conn_ref(c);
+        handle_fail(c, ERR_SHUTTING_DOWN);
+        conn_unref(c);
+        c = next;
+    }
+    signals_stop(b);
+    if (b->tick.loop && !uv_is_closing((uv_handle_t *)&b->tick))
+        uv_close((uv_handle_t *)&b->tick, NULL);
+    /* Every connection flushed its last packet synchronously above; what the kernel did not
+     * take is in uv_write requests that complete without the prepare hook. */
+    if (b->prepare.loop && !uv_is_closing((uv_handle_t *)&b->prepare))
+        uv_close((uv_handle_t *)&b->prepare, NULL);
+    store_destroy(&b->store);
+}
+
+void broker_free(struct broker *b)
+{
+    while (b->flush_head) {
+        struct conn *c = b->flush_head;
+        b->flush_head = c->flush_next;
+        c->flush_next = NULL;
+        c->in_flush_list = false;
+        conn_unref(c);
+    }
+    /* Sessions still held (persistent, offline) are dropped without publishing wills. */
+    for (size_t i = 0; i < b->sess_nbuckets; i++) {
+        while (b->sess_buckets[i]) {
+            struct session *s = b->sess_buckets[i];
+            s->conn = NULL;
+            msg_unref(&s->will);
+            session_destroy(&s);
+        }
+    }
+    free(b->sess_buckets);
+    b->sess_buckets = NULL;
+    topic_tree_destroy(&b->subs);
+    retain_destroy(&b->retained);
+    free(b->matches);
+    b->matches = NULL;
+    free(b->listeners);
+    b->listeners = NULL;
+    free(b->scratch);
+    b->scratch = NULL;
+    conf_free(&b->conf);
+}

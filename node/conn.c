@@ -1,1 +1,468 @@
-/* placeholder */
+/*
+ * Client sockets. Reads go into the broker's shared scratch buffer unless this connection
+ * holds a partial packet, in which case they go into its own `in` buffer, which is freed as
+ * soon as it empties: an idle connection owns no read buffer. Writes are batched: handlers
+ * append to `out` during a loop pass and the prepare hook sends everything with one
+ * uv_try_write, falling back to uv_write for the remainder. Close is deferred until queued
+ * output (a final CONNACK or DISCONNECT) has been written or a short timeout expires.
+ */
+#include "node/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "node/broker.h"
+#include "node/clock.h"
+#include "node/codec.h"
+#include "node/err.h"
+#include "node/handle.h"
+#include "node/listener.h"
+#include "node/log.h"
+#include "node/msg.h"
+#include "node/session.h"
+
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+#define CONN_CONNECT_TIMEOUT_MS 10000u
+#define CONN_CLOSE_TIMEOUT_MS   2000u
+#define CONN_STACK_IOV          64
+
+struct conn_wreq {
+    uv_write_t req;
+    struct conn *c;
+    struct buf out;
+    struct conn_seg *segs;
+    uint32_t n_segs;
+    size_t bytes;
+};
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void on_close(uv_handle_t *h);
+static void on_timer(struct keepalive_entry *e, uint64_t now_ms);
+
+static uint32_t max_in_packet(const struct conn *c)
+{
+    return c->b->conf->max_packet_size;
+}
+
+void conn_ref(struct conn *c)
+{
+    c->refs++;
+}
+
+static void conn_free(struct conn *c)
+{
+    buf_free(&c->in);
+    buf_free(&c->out);
+    for (uint32_t i = 0; i < c->n_segs; i++)
+        msg_unref(&c->segs[i].m);
+    free(c->segs);
+    c->segs = NULL;
+    for (uint32_t i = 0; c->alias_in && i < c->alias_max_in; i++)
+        free(c->alias_in[i]);
+    free(c->alias_in);
+    c->alias_in = NULL;
+    for (uint32_t i = 0; c->alias_out && i < c->alias_max_out; i++)
+        free(c->alias_out[i]);
+    free(c->alias_out);
+    c->alias_out = NULL;
+    free(c);
+}
+
+void conn_unref(struct conn *c)
+{
+    if (--c->refs == 0)
+        conn_free(c);
+}
+
+void conn_accept(struct broker *b, struct listener *l, uv_stream_t *server)
+{
+    struct conn *c = xcalloc(1, sizeof(*c));
+    c->b = b;
+    c->l = l;
+    c->refs = 1;
+    int rc = uv_tcp_init(b->loop, &c->tcp);
+    if (rc < 0) {
+        free(c);
+        log_ratelimited(LOG_LEVEL_WARN, "conn", "tcp init failed rc=%s", err_str(rc));
+        return;
+    }
+    /* From here on the handle must be closed, even on error. */
+    c->next = b->conns;
+    if (b->conns)
+        b->conns->prev = c;
+    b->conns = c;
+    l->n_conns++;
+    c->last_rx_ms = clock_now_ms();
+
+    rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc < 0) {
+        log_ratelimited(LOG_LEVEL_WARN, "conn", "accept failed rc=%s", err_str(rc));
+        goto out_close;
+    }
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        char ip[48] = "?";
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            (void)uv_ip4_name(a, ip, sizeof(ip));
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            (void)uv_ip6_name(a, ip, sizeof(ip));
+            port = ntohs(a->sin6_port);
+        }
+        (void)snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+    }
+    int32_t max = l->cl->max_connections;
+    if (max >= 0 && l->n_conns > (uint32_t)max) {
+        b->stats.connections_refused++;
+        log_ratelimited(LOG_LEVEL_WARN, "conn", "max_connections reached port=%u peer=%s",
+                        l->cl->port, c->peer);
+        goto out_close;
+    }
+    if (b->stopping)
+        goto out_close;
+    if (b->conf->set_tcp_nodelay)
+        (void)uv_tcp_nodelay(&c->tcp, 1);
+    rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc < 0)
+        goto out_close;
+    c->is_reading = true;
+    keepalive_arm(&b->wheel, &c->ka, clock_now_ms() + CONN_CONNECT_TIMEOUT_MS, on_timer);
+    return;
+
+out_close:
+    c->state = CONN_CLOSING;
+    c->has_closed = true;
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out)
+{
+    struct conn *c = container_of(h, struct conn, tcp);
+    struct broker *b = c->b;
+    (void)hint;
+
+    if (buf_used(&c->in) == 0 && !b->scratch_busy) {
+        b->scratch_busy = true;
+        *out = uv_buf_init((char *)b->scratch, BROKER_SCRATCH_SIZE);
+        return;
+    }
+    size_t want = BROKER_SCRATCH_SIZE;
+    size_t total = 0;
+    if (codec_frame(buf_head(&c->in), buf_used(&c->in), 0, &total) == 1 &&
+        total > buf_used(&c->in) && total - buf_used(&c->in) > want)
+        want = total - buf_used(&c->in);
+    uint8_t *p = buf_reserve(&c->in, want);
+    *out = uv_buf_init((char *)p, (unsigned)(c->in.cap - c->in.len));
+}
+
+/* Decodes and handles whole packets in p[0..n). Returns the bytes consumed. */
+static size_t process(struct conn *c, const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    uint32_t limit = max_in_packet(c);
+
+    while (off < n && c->state != CONN_CLOSING) {
+        struct codec_packet pkt;
+        int rc = codec_decode(p + off, n - off, c->version, true, limit, &pkt);
+        if (rc == CODEC_AGAIN)
+            break;
+        if (rc < 0) {
+            handle_fail(c, rc);
+            return n;
+        }
+        off += (size_t)rc;
+        c->b->stats.msgs_received++;
+        if (handle_packet(c, &pkt) < 0)
+            return n;
+    }
+    return off;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = container_of(st, struct conn, tcp);
+    struct broker *b = c->b;
+    bool from_scratch = buf->base == (char *)b->scratch;
+
+    if (nread > 0) {
+        b->stats.bytes_received += (uint64_t)nread;
+        c->last_rx_ms = clock_now_ms();
+    }
+    if (from_scratch) {
+        size_t used = nread > 0 ? process(c, b->scratch, (size_t)nread) : 0;
+        if (nread > 0 && used < (size_t)nread && c->state != CONN_CLOSING)
+            buf_append(&c->in, b->scratch + used, (size_t)nread - used);
+        b->scratch_busy = false;
+    } else if (nread > 0) {
+        buf_commit(&c->in, (size_t)nread);
+        size_t used = process(c, buf_head(&c->in), buf_used(&c->in));
+        buf_consume(&c->in, used);
+    }
+    if (buf_used(&c->in) == 0 || c->state == CONN_CLOSING)
+        buf_free(&c->in);
+    if (nread < 0)
+        conn_close(c, nread == UV_EOF ? ERR_CLOSED : (int)nread);
+}
+
+uint8_t *conn_out_reserve(struct conn *c, size_t n)
+{
+    return buf_reserve(&c->out, n);
+}
+
+void conn_out_commit(struct conn *c, size_t n)
+{
+    buf_commit(&c->out, n);
+    c->out_bytes += n;
+    broker_flush_later(c->b, c);
+}
+
+void conn_out_payload(struct conn *c, struct msg *m)
+{
+    if (m->payload_len == 0)
+        return;
+    if (c->n_segs == c->cap_segs) {
+        c->cap_segs = c->cap_segs ? c->cap_segs * 2 : 8;
+        c->segs = xrealloc(c->segs, c->cap_segs * sizeof(*c->segs));
+    }
+    c->segs[c->n_segs].off = c->out.len;
+    c->segs[c->n_segs].m = msg_ref(m);
+    c->n_segs++;
+    c->out_bytes += m->payload_len;
+    broker_flush_later(c->b, c);
+}
+
+int conn_send(struct conn *c, const struct codec_packet *p)
+{
+    size_t n = codec_size(c->version ? c->version : CODEC_V311, p);
+    if (n == 0 || (c->max_packet_out && n > c->max_packet_out))
+        return ERR_PACKET_TOO_LARGE;
+    uint8_t *w = conn_out_reserve(c, n);
+    size_t k = codec_write(w, c->version ? c->version : CODEC_V311, p);
+    conn_out_commit(c, k);
+    c->b->stats.msgs_sent++;
+    return 0;
+}
+
+static void do_close(struct conn *c)
+{
+    if (c->has_closed)
+        return;
+    c->has_closed = true;
+    keepalive_cancel(&c->ka);
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void release_segs(struct conn_seg *segs, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        msg_unref(&segs[i].m);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct conn_wreq *w = container_of(req, struct conn_wreq, req);
+    struct conn *c = w->c;
+
+    c->inflight_bytes -= w->bytes;
+    c->writes_pending--;
+    release_segs(w->segs, w->n_segs);
+    free(w->segs);
+    buf_free(&w->out);
+    free(w);
+    if (status < 0 && !c->has_closed)
+        conn_close(c, status);
+    else if (c->close_after_flush && c->writes_pending == 0 && c->out_bytes == 0)
+        do_close(c);
+    conn_unref(c);
+}
+
+/* Builds the iovec list for out + segs. Returns the count (<= cap) or 0 if cap is short. */
+static unsigned build_iov(struct conn *c, uv_buf_t *iov, unsigned cap)
+{
+    unsigned n = 0;
+    size_t prev = 0;
+    for (uint32_t i = 0; i < c->n_segs; i++) {
+        if (n + 2 > cap)
+            return 0;
+        size_t off = c->segs[i].off;
+        if (off > prev)
+            iov[n++] = uv_buf_init((char *)c->out.data + prev, (unsigned)(off - prev));
+        struct msg *m = c->segs[i].m;
+        iov[n++] = uv_buf_init((char *)m->payload, m->payload_len);
+        prev = off;
+    }
+    if (c->out.len > prev) {
+        if (n + 1 > cap)
+            return 0;
+        iov[n++] = uv_buf_init((char *)c->out.data + prev, (unsigned)(c->out.len - prev));
+    }
+    return n;
+}
+
+void conn_flush(struct conn *c)
+{
+    if (c->out_bytes == 0 || c->has_closed)
+        return;
+    uv_buf_t stack[CONN_STACK_IOV];
+    uv_buf_t *iov = stack;
+    unsigned cap = CONN_STACK_IOV;
+    unsigned n = build_iov(c, iov, cap);
+    if (n == 0) {
+        cap = c->n_segs * 2 + 1;
+        iov = xmalloc(cap * sizeof(*iov));
+        n = build_iov(c, iov, cap);
+    }
+    size_t total = c->out_bytes;
+    size_t done = 0;
+    if (c->writes_pending == 0) {
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+        if (rc > 0)
+            done = (size_t)rc;
+        else if (rc < 0 && rc != UV_EAGAIN) {
+            if (iov != stack)
+                free(iov);
+            release_segs(c->segs, c->n_segs);
+            c->n_segs = 0;
+            buf_reset(&c->out);
+            c->out_bytes = 0;
+            conn_close(c, rc);
+            return;
+        }
+    }
+    c->b->stats.bytes_sent += total;
+    if (done == total) {
+        release_segs(c->segs, c->n_segs);
+        c->n_segs = 0;
+        buf_reset(&c->out);
+        c->out_bytes = 0;
+        if (iov != stack)
+            free(iov);
+        return;
+    }
+    /* Skip what the kernel took, then hand the rest (and ownership of the buffers) to libuv. */
+    unsigned first = 0;
+    size_t skip = done;
+    while (skip >= iov[first].len) {
+        skip -= iov[first].len;
+        first++;
+    }
+    iov[first].base += skip;
+    iov[first].len -= (unsigned)skip;
+
+    struct conn_wreq *w = xmalloc(sizeof(*w));
+    w->c = c;
+    w->out = c->out;
+    w->segs = c->segs;
+    w->n_segs = c->n_segs;
+    w->bytes = total - done;
+    memset(&c->out, 0, sizeof(c->out));
+    c->segs = NULL;
+    c->n_segs = c->cap_segs = 0;
+    c->out_bytes = 0;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, iov + first, n - first, on_write);
+    if (iov != stack)
+        free(iov);
+    if (rc < 0) {
+        release_segs(w->segs, w->n_segs);
+        free(w->segs);
+        buf_free(&w->out);
+        free(w);
+        conn_close(c, rc);
+        return;
+    }
+    c->inflight_bytes += w->bytes;
+    c->writes_pending++;
+    conn_ref(c);
+}
+
+void conn_close(struct conn *c, int err)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    struct broker *b = c->b;
+    bool was_active = c->state == CONN_ACTIVE;
+    c->state = CONN_CLOSING;
+    c->disconnect_reason = err;
+    if (c->is_reading) {
+        (void)uv_read_stop((uv_stream_t *)&c->tcp);
+        c->is_reading = false;
+    }
+    if (c->s) {
+        struct session *s = c->s;
+        if (b->conf->connection_messages)
+            log_info("conn", "client disconnected client_id=%s peer=%s rc=%s", c->client_id_log,
+                     c->peer, err == 0 ? "disconnect" : err_str(err));
+        session_detach(s, err);
+    }
+    if (was_active && ALWAYS(b->stats.clients_connected > 0))
+        b->stats.clients_connected--;
+    conn_flush(c);
+    if (c->writes_pending == 0)
+        do_close(c);
+    else {
+        c->close_after_flush = true;
+        keepalive_arm(&b->wheel, &c->ka, clock_now_ms() + CONN_CLOSE_TIMEOUT_MS, on_timer);
+    }
+}
+
+static void on_timer(struct keepalive_entry *e, uint64_t now_ms)
+{
+    struct conn *c = container_of(e, struct conn, ka);
+
+    switch (c->state) {
+    case CONN_NEW:
+    case CONN_CONNECTING:
+        log_ratelimited(LOG_LEVEL_INFO, "conn", "no CONNECT in time peer=%s", c->peer);
+        conn_close(c, ERR_TIMEOUT);
+        break;
+    case CONN_ACTIVE: {
+        uint64_t limit = (uint64_t)c->keepalive_s * 1500u;
+        if (c->keepalive_s == 0)
+            break;
+        if (now_ms - c->last_rx_ms >= limit) {
+            log_ratelimited(LOG_LEVEL_INFO, "conn", "keepalive timeout client_id=%s peer=%s",
+                            c->client_id_log, c->peer);
+            handle_fail(c, ERR_KEEPALIVE);
+        } else {
+            keepalive_arm(&c->b->wheel, &c->ka, c->last_rx_ms + limit, on_timer);
+        }
+        break;
+    }
+    case CONN_CLOSING:
+        do_close(c);
+        break;
+    }
+}
+
+void conn_keepalive_start(struct conn *c)
+{
+    if (c->keepalive_s == 0) {
+        keepalive_cancel(&c->ka);
+        return;
+    }
+    keepalive_arm(&c->b->wheel, &c->ka, c->last_rx_ms + (uint64_t)c->keepalive_s * 1500u,
+                  on_timer);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    struct conn *c = container_of(h, struct conn, tcp);
+    struct broker *b = c->b;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    c->l->n_conns--;
+    conn_unref(c);
+}

@@ -12,6 +12,7 @@ static const char *const names[] = {
     [ERR_UNSUPPORTED_VERSION - ERR_BASE] = "unsupported protocol version",
     [ERR_CLIENT_ID - ERR_BASE] = "client identifier not valid",
     [ERR_BAD_AUTH - ERR_BASE] = "bad user name or password",
+    [ERR_BAD_AUTH_METHOD - ERR_BASE] = "bad authentication method",
     [ERR_NOT_AUTHORIZED - ERR_BASE] = "not authorized",
     [ERR_SERVER_UNAVAILABLE - ERR_BASE] = "server unavailable",
     [ERR_SERVER_BUSY - ERR_BASE] = "server busy",

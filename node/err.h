@@ -20,6 +20,7 @@ enum err_code {
     ERR_UNSUPPORTED_VERSION, /* bad protocol name or level (0x84) */
     ERR_CLIENT_ID,          /* client identifier not valid (0x85) */
     ERR_BAD_AUTH,           /* bad user name or password (0x86) */
+    ERR_BAD_AUTH_METHOD,    /* bad authentication method (0x8C) */
     ERR_NOT_AUTHORIZED,     /* (0x87) */
     ERR_SERVER_UNAVAILABLE, /* (0x88) */
     ERR_SERVER_BUSY,        /* (0x89) */

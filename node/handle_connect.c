@@ -1,1 +1,212 @@
-/* placeholder */
+/*
+ * CONNECT: client id rules, anonymous access, keepalive negotiation, MQTT 5 limits, the will,
+ * takeover of a live connection with the same client id, and session resume or creation.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "node/broker.h"
+#include "node/clock.h"
+#include "node/codec.h"
+#include "node/conn.h"
+#include "node/err.h"
+#include "node/handle.h"
+#include "node/log.h"
+#include "node/msg.h"
+#include "node/session.h"
+#include "node/topic.h"
+
+#define CONNECT_MAX_ALIAS_OUT 64 /* aliases we use toward a client, whatever it allows */
+
+static void assign_client_id(struct broker *b, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *prefix = b->conf->auto_id_prefix ? b->conf->auto_id_prefix : "auto-";
+    uint64_t r = (uint64_t)rand() << 32 ^ (uint64_t)rand() ^ clock_precise_us();
+    r ^= ++b->next_session_id * 0x9E3779B97F4A7C15ull;
+    int n = snprintf(out, cap, "%s", prefix);
+    for (int i = 0; i < 16 && (size_t)n + 1 < cap; i++, n++)
+        out[n] = hex[(r >> (i * 4)) & 15];
+    out[n] = '\0';
+}
+
+static int check_auth(struct conn *c, const struct codec_connect *k, const struct codec_props *pr)
+{
+    const struct conf *cf = c->b->conf;
+    if (k->version == CODEC_V5 && CODEC_HAS(pr, CODEC_PROP_AUTH_METHOD))
+        return ERR_BAD_AUTH_METHOD;
+    if (!cf->allow_anonymous)
+        return ERR_NOT_AUTHORIZED; /* no password file support: as mosquitto 2 without one */
+    return 0;
+}
+
+static int set_will(struct conn *c, struct session *s, const struct codec_connect *k)
+{
+    if (!k->has_will) {
+        session_will_set(s, NULL, 0, false, 0, 0);
+        return 0;
+    }
+    if (!topic_name_valid((const char *)k->will_topic.p, k->will_topic.len))
+        return ERR_TOPIC_NAME;
+    if (k->will_retain && !c->b->conf->retain_available)
+        return ERR_RETAIN_UNSUPPORTED;
+    const struct codec_props *wp = &k->will_props;
+    size_t plen = codec_props_size(wp, CODEC_PROPS_FORWARD);
+    uint8_t stackp[512];
+    uint8_t *props = plen <= sizeof(stackp) ? stackp : xmalloc(plen);
+    (void)codec_props_write(props, wp, CODEC_PROPS_FORWARD);
+    struct msg *m = msg_create(k->will_topic.p, k->will_topic.len, props, plen,
+                               k->will_payload.p, k->will_payload.len);
+    if (props != stackp)
+        free(props);
+    m->qos = k->will_qos;
+    m->retain = k->will_retain;
+    session_will_set(s, m, k->will_qos, k->will_retain,
+                     CODEC_HAS(wp, CODEC_PROP_WILL_DELAY) ? wp->will_delay : 0,
+                     CODEC_HAS(wp, CODEC_PROP_MESSAGE_EXPIRY) ? wp->message_expiry : 0);
+    return 0;
+}
+
+static void send_connack(struct conn *c, bool present, const char *assigned, bool server_ka)
+{
+    const struct conf *cf = c->b->conf;
+    struct codec_packet p = {0};
+    p.type = CODEC_CONNACK;
+    p.u.connack.session_present = present;
+    if (c->version == CODEC_V5) {
+        struct codec_props *pr = &p.props;
+        if (assigned) {
+            pr->has |= CODEC_BIT(CODEC_PROP_ASSIGNED_CLIENT_ID);
+            pr->assigned_client_id.p = (const uint8_t *)assigned;
+            pr->assigned_client_id.len = (uint32_t)strlen(assigned);
+        }
+        if (server_ka) {
+            pr->has |= CODEC_BIT(CODEC_PROP_SERVER_KEEPALIVE);
+            pr->server_keepalive = c->keepalive_s;
+        }
+        if (!cf->retain_available) {
+            pr->has |= CODEC_BIT(CODEC_PROP_RETAIN_AVAILABLE);
+            pr->retain_available = 0;
+        }
+        if (cf->max_packet_size) {
+            pr->has |= CODEC_BIT(CODEC_PROP_MAX_PACKET_SIZE);
+            pr->max_packet_size = cf->max_packet_size;
+        }
+        pr->has |= CODEC_BIT(CODEC_PROP_TOPIC_ALIAS_MAX);
+        pr->topic_alias_max = (uint16_t)cf->max_topic_alias;
+    }
+    /* The CONNACK must go out even if the client's own size limit is tiny. */
+    uint32_t keep = c->max_packet_out;
+    c->max_packet_out = 0;
+    (void)conn_send(c, &p);
+    c->max_packet_out = keep;
+}
+
+static void apply_v5_limits(struct conn *c, const struct codec_props *pr)
+{
+    c->receive_max = CODEC_HAS(pr, CODEC_PROP_RECEIVE_MAX) ? pr->receive_max : 65535;
+    c->max_packet_out = CODEC_HAS(pr, CODEC_PROP_MAX_PACKET_SIZE) ? pr->max_packet_size : 0;
+    c->request_problem_info = CODEC_HAS(pr, CODEC_PROP_REQUEST_PROBLEM_INFO)
+                                  ? pr->request_problem_info != 0
+                                  : true;
+    uint16_t amax = CODEC_HAS(pr, CODEC_PROP_TOPIC_ALIAS_MAX) ? pr->topic_alias_max : 0;
+    c->alias_max_out = amax > CONNECT_MAX_ALIAS_OUT ? CONNECT_MAX_ALIAS_OUT : amax;
+    if (c->alias_max_out)
+        c->alias_out = xcalloc(c->alias_max_out, sizeof(char *));
+    c->alias_max_in = (uint16_t)c->b->conf->max_topic_alias;
+    if (c->alias_max_in)
+        c->alias_in = xcalloc(c->alias_max_in, sizeof(char *));
+}
+
+static uint32_t session_expiry_of(const struct conn *c, const struct codec_connect *k,
+                                  const struct codec_props *pr)
+{
+    const struct conf *cf = c->b->conf;
+    uint32_t e;
+    if (k->version == CODEC_V5)
+        e = CODEC_HAS(pr, CODEC_PROP_SESSION_EXPIRY) ? pr->session_expiry : 0;
+    else
+        e = k->clean_start ? 0 : UINT32_MAX;
+    if (e == UINT32_MAX && cf->persistent_client_expiration_s)
+        e = cf->persistent_client_expiration_s > UINT32_MAX - 1
+                ? UINT32_MAX - 1
+                : (uint32_t)cf->persistent_client_expiration_s;
+    return e;
+}
+
+int handle_connect(struct conn *c, struct codec_packet *p)
+{
+    struct broker *b = c->b;
+    const struct conf *cf = b->conf;
+    const struct codec_connect *k = &p->u.connect;
+    char idbuf[96];
+    const char *id = (const char *)k->client_id.p;
+    size_t idlen = k->client_id.len;
+    const char *assigned = NULL;
+    int rc;
+
+    c->version = k->version;
+    c->state = CONN_CONNECTING;
+    c->receive_max = 65535;
+    if (idlen == 0) {
+        if ((k->version != CODEC_V5 && !k->clean_start) || !cf->allow_zero_length_clientid)
+            return ERR_CLIENT_ID;
+        assign_client_id(b, idbuf, sizeof(idbuf));
+        id = assigned = idbuf;
+        idlen = strlen(idbuf);
+    }
+    (void)log_escape(c->client_id_log, sizeof(c->client_id_log), id, idlen);
+    rc = check_auth(c, k, &p->props);
+    if (rc < 0)
+        return rc;
+
+    bool server_ka = false;
+    c->keepalive_s = k->keepalive;
+    if (k->version == CODEC_V5 && cf->max_keepalive < 65535 &&
+        (k->keepalive == 0 || k->keepalive > cf->max_keepalive)) {
+        c->keepalive_s = (uint16_t)cf->max_keepalive;
+        server_ka = true;
+    }
+    if (k->version == CODEC_V5)
+        apply_v5_limits(c, &p->props);
+
+    /* One connection per client id: the older one goes. */
+    struct session *s = broker_session_find(b, id, idlen);
+    if (s && s->conn) {
+        struct conn *old = s->conn;
+        log_info("conn", "client id taken over client_id=%s old_peer=%s new_peer=%s",
+                 c->client_id_log, old->peer, c->peer);
+        handle_fail(old, ERR_TAKEN_OVER);
+        s = broker_session_find(b, id, idlen); /* detach may have ended it */
+    }
+    if (s && k->clean_start) {
+        session_will_publish(s); /* the old session ends now: a delayed will goes out */
+        session_destroy(&s);
+    }
+    bool present = s != NULL;
+    if (!s)
+        s = session_create(b, id, idlen);
+    s->version = k->version;
+    s->expiry_s = session_expiry_of(c, k, &p->props);
+    rc = set_will(c, s, k);
+    if (rc < 0) {
+        if (!present)
+            session_destroy(&s);
+        return rc;
+    }
+
+    send_connack(c, present, assigned, server_ka);
+    c->state = CONN_ACTIVE;
+    b->stats.clients_connected++;
+    b->stats.clients_total_connects++;
+    if (b->stats.clients_connected > b->stats.clients_maximum)
+        b->stats.clients_maximum = b->stats.clients_connected;
+    conn_keepalive_start(c);
+    if (cf->connection_messages)
+        log_info("conn", "client connected client_id=%s peer=%s version=%u clean=%d keepalive=%u",
+                 c->client_id_log, c->peer, k->version, k->clean_start, c->keepalive_s);
+    session_attach(s, c);
+    return 0;
+}

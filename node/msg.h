@@ -53,6 +53,19 @@ static inline bool msg_is_expired(const struct msg *m, uint64_t now_ms)
     return m->expiry_ms != 0 && now_ms >= m->expiry_ms;
 }
 
+/*
+ * Serialised form for the store: a fixed 24-byte header (format version, QoS, flags, absolute
+ * wall-clock expiry in ms, the three lengths, big-endian) followed by topic, properties and
+ * payload. Expiry is stored as wall-clock time so it survives a restart or a move to another
+ * node.
+ */
+#define MSG_BLOB_HEADER 24
+size_t msg_blob_size(const struct msg *m);
+/* Writes msg_blob_size(m) bytes to out. */
+void msg_blob_write(const struct msg *m, uint8_t *out, uint64_t now_ms, uint64_t wall_ms);
+/* Parses a blob into a new message (refs = 1), or returns NULL if it is malformed. */
+struct msg *msg_blob_read(const uint8_t *p, size_t len, uint64_t now_ms, uint64_t wall_ms);
+
 /* Number of live messages, for statistics and leak checks in tests. */
 uint64_t msg_live_count(void);
 

@@ -1,1 +1,170 @@
-/* placeholder */
+/*
+ * Session lifecycle and subscriptions. A session lives in the broker's table from CONNECT until
+ * it ends: at disconnect when its expiry is 0, or when its expiry timer fires. Subscription
+ * records are owned here and registered in the trie with the session as owner, so routing hands
+ * the record straight back without a lookup.
+ */
+#include "node/session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "node/broker.h"
+#include "node/clock.h"
+#include "node/conn.h"
+#include "node/err.h"
+#include "node/log.h"
+#include "node/msg.h"
+#include "node/topic_tree.h"
+
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* Defined in session_queue.c and will.c. */
+void session__queue_free(struct session *s);
+void session__resend_inflight(struct session *s);
+void session__will_detach(struct session *s, int err);
+
+struct session *session_create(struct broker *b, const char *client_id, size_t len)
+{
+    struct session *s = xcalloc(1, sizeof(*s));
+    s->b = b;
+    s->client_id = xstrndup(client_id, len);
+    s->client_id_len = len;
+    s->id = ++b->next_session_id;
+    s->next_pid = 1;
+    broker_session_insert(b, s);
+    return s;
+}
+
+void session_destroy(struct session **sp)
+{
+    struct session *s = *sp;
+    *sp = NULL;
+    if (!s)
+        return;
+    struct broker *b = s->b;
+    if (NEVER(s->conn != NULL))
+        s->conn = NULL;
+    keepalive_cancel(&s->expiry);
+    keepalive_cancel(&s->will_timer);
+    msg_unref(&s->will);
+    for (uint32_t i = 0; i < s->n_subs; i++) {
+        struct session_sub *sub = s->subs[i];
+        if (b->subs)
+            (void)topic_tree_remove(b->subs, sub->filter, sub->filter_len, s);
+        free(sub->filter);
+        free(sub);
+    }
+    free(s->subs);
+    session__queue_free(s);
+    free(s->rx_qos2);
+    broker_session_remove(b, s);
+    free(s->client_id);
+    free(s);
+}
+
+static void on_expiry(struct keepalive_entry *e, uint64_t now_ms)
+{
+    struct session *s = container_of(e, struct session, expiry);
+    (void)now_ms;
+    if (s->conn)
+        return;
+    log_debug("session", "session expired client_id_len=%zu", s->client_id_len);
+    session_will_publish(s);
+    session_destroy(&s);
+}
+
+void session_attach(struct session *s, struct conn *c)
+{
+    s->conn = c;
+    c->s = s;
+    keepalive_cancel(&s->expiry);
+    keepalive_cancel(&s->will_timer); /* a delayed will is cancelled by reconnecting */
+    session__resend_inflight(s);
+    session_pump(s);
+}
+
+void session_detach(struct session *s, int err)
+{
+    struct conn *c = s->conn;
+    if (c)
+        c->s = NULL;
+    s->conn = NULL;
+    session__will_detach(s, err);
+    if (s->expiry_s == 0) {
+        session_will_publish(s);
+        session_destroy(&s);
+        return;
+    }
+    if (s->expiry_s != UINT32_MAX)
+        keepalive_arm(&s->b->wheel, &s->expiry, clock_now_ms() + (uint64_t)s->expiry_s * 1000u,
+                      on_expiry);
+}
+
+static int find_sub(const struct session *s, const char *f, size_t len)
+{
+    for (uint32_t i = 0; i < s->n_subs; i++)
+        if (s->subs[i]->filter_len == len && memcmp(s->subs[i]->filter, f, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+struct session_sub *session_sub_add(struct session *s, const char *filter, size_t len,
+                                    bool *is_new)
+{
+    int i = find_sub(s, filter, len);
+    if (i >= 0) {
+        *is_new = false;
+        return s->subs[i];
+    }
+    if (s->n_subs == s->cap_subs) {
+        s->cap_subs = s->cap_subs ? s->cap_subs * 2 : 4;
+        s->subs = xrealloc(s->subs, s->cap_subs * sizeof(*s->subs));
+    }
+    struct session_sub *sub = xcalloc(1, sizeof(*sub));
+    sub->s = s;
+    sub->filter = xstrndup(filter, len);
+    sub->filter_len = (uint16_t)len;
+    s->subs[s->n_subs++] = sub;
+    (void)topic_tree_add(s->b->subs, sub->filter, len, s, sub);
+    *is_new = true;
+    return sub;
+}
+
+int session_sub_remove(struct session *s, const char *filter, size_t len)
+{
+    int i = find_sub(s, filter, len);
+    if (i < 0)
+        return ERR_NOT_FOUND;
+    struct session_sub *sub = s->subs[i];
+    (void)topic_tree_remove(s->b->subs, sub->filter, sub->filter_len, s);
+    s->subs[i] = s->subs[--s->n_subs];
+    free(sub->filter);
+    free(sub);
+    return 0;
+}
+
+bool session_rx_qos2_seen(struct session *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->n_rx_qos2; i++)
+        if (s->rx_qos2[i] == pid)
+            return true;
+    if (s->n_rx_qos2 == s->cap_rx_qos2) {
+        s->cap_rx_qos2 = s->cap_rx_qos2 ? s->cap_rx_qos2 * 2 : 4;
+        s->rx_qos2 = xrealloc(s->rx_qos2, s->cap_rx_qos2 * sizeof(*s->rx_qos2));
+    }
+    s->rx_qos2[s->n_rx_qos2++] = pid;
+    return false;
+}
+
+int session_rx_qos2_release(struct session *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->n_rx_qos2; i++) {
+        if (s->rx_qos2[i] == pid) {
+            s->rx_qos2[i] = s->rx_qos2[--s->n_rx_qos2];
+            return 0;
+        }
+    }
+    return ERR_PACKET_ID_NOT_FOUND;
+}

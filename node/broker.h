@@ -1,0 +1,97 @@
+#ifndef SHOAL_NODE_BROKER_H
+#define SHOAL_NODE_BROKER_H
+
+/*
+ * struct broker is the one root context of a node: loop, configuration, listeners, session
+ * table, subscription trie, retained cache, store and statistics. There are no globals; every
+ * callback reaches the broker through its handle. The struct is visible to node/ modules only.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "node/keepalive.h"
+#include "node/session.h"
+#include "node/stats.h"
+
+struct conf;
+struct conn;
+struct session;
+struct listener;
+struct store;
+struct topic_tree;
+struct retain;
+
+#define BROKER_SCRATCH_SIZE (64u * 1024u)
+
+/* One session's delivery of the message being routed (overlapping subscriptions merged). */
+struct broker_match {
+    struct session *s;
+    struct session_dlv d;
+};
+
+struct broker {
+    uv_loop_t *loop;
+    struct conf *conf;
+    struct listener *listeners; /* array of n_listeners */
+    size_t n_listeners;
+    struct store *store;
+    struct topic_tree *subs;
+    struct retain *retained;
+    struct keepalive_wheel wheel;
+    struct stats stats;
+
+    /* Session table: open hashing by client id. */
+    struct session **sess_buckets;
+    size_t sess_nbuckets;
+    size_t sess_count;
+    uint64_t next_session_id;
+
+    struct conn *conns;      /* every open connection (for drain and $SYS) */
+    struct conn *flush_head; /* connections with output waiting for this pass */
+
+    uv_prepare_t prepare; /* per-pass: refresh clock, flush writes */
+    uv_timer_t tick;      /* timing wheel and $SYS */
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    uv_signal_t sighup;
+
+    uint8_t *scratch; /* loop-wide read buffer lent to connections without partial data */
+    bool scratch_busy;
+
+    /* Router work area reused across publishes. */
+    struct broker_match *matches;
+    size_t n_matches;
+    size_t cap_matches;
+    uint64_t match_gen;
+    const struct session *match_from; /* publisher, for no-local */
+    struct msg *match_msg;
+
+    uint64_t started_ms;
+    uint64_t last_sys_ms;
+    bool stopping;
+    int exit_code;
+};
+
+/*
+ * Builds a broker from c (ownership of c passes to the broker): opens the store, binds every
+ * listener and starts the timers. Returns 0 or a negative error with a message already logged.
+ */
+int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c);
+/* Begins an orderly stop: closes listeners and connections; uv_run then returns. */
+void broker_stop(struct broker *b);
+/* Frees everything after uv_run has returned. */
+void broker_free(struct broker *b);
+
+/* Session table */
+struct session *broker_session_find(struct broker *b, const char *client_id, size_t len);
+void broker_session_insert(struct broker *b, struct session *s);
+void broker_session_remove(struct broker *b, struct session *s);
+
+/* Queues c to be flushed before the loop next blocks. */
+void broker_flush_later(struct broker *b, struct conn *c);
+
+#endif

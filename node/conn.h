@@ -1,0 +1,115 @@
+#ifndef SHOAL_NODE_CONN_H
+#define SHOAL_NODE_CONN_H
+
+/*
+ * One client socket: its input buffer, its batched output and its lifecycle. Output is
+ * assembled in `out` (packet heads and small packets) plus a list of segments that splice a
+ * shared message payload in at an offset, so fan-out never copies a payload. Everything queued
+ * during a loop pass goes out in one writev-style write from the broker's prepare hook.
+ *
+ * The struct is shared by the node/ modules (handlers read version, session and limits).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "node/buf.h"
+#include "node/keepalive.h"
+
+struct broker;
+struct listener;
+struct session;
+struct msg;
+struct codec_packet;
+
+enum conn_state {
+    CONN_NEW = 0,    /* waiting for CONNECT */
+    CONN_CONNECTING, /* CONNECT received, asynchronous steps pending */
+    CONN_ACTIVE,     /* CONNACK sent */
+    CONN_CLOSING,    /* no more input is processed */
+};
+
+struct conn_seg {
+    size_t off; /* position in out where the payload goes */
+    struct msg *m;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    struct broker *b;
+    struct listener *l;
+    struct session *s;
+    enum conn_state state;
+    uint8_t version;
+    uint32_t refs; /* the handle's own ref plus pending asynchronous requests */
+
+    struct buf in;  /* only ever holds a partial packet */
+    struct buf out; /* queued bytes not yet handed to the kernel */
+    struct conn_seg *segs;
+    uint32_t n_segs;
+    uint32_t cap_segs;
+    size_t out_bytes;       /* bytes in out plus payload segments */
+    size_t inflight_bytes;  /* bytes in uv_write requests not yet completed */
+    uint32_t writes_pending;
+    bool in_flush_list;
+    bool is_reading;
+    bool close_after_flush;
+    bool has_closed; /* uv_close called */
+    struct conn *flush_next;
+    struct conn *next;
+    struct conn *prev;
+
+    /* Keepalive */
+    struct keepalive_entry ka;
+    uint16_t keepalive_s;
+    uint64_t last_rx_ms;
+
+    /* MQTT 5 limits the client asked for */
+    uint32_t max_packet_out; /* 0 = protocol maximum */
+    uint16_t receive_max;
+    uint16_t alias_max_out;  /* aliases we may send */
+    uint16_t alias_max_in;   /* aliases the client may send */
+    char **alias_in;         /* alias_max_in entries */
+    char **alias_out;        /* alias_max_out entries: topic per alias slot */
+    bool request_problem_info;
+    int disconnect_reason;   /* err code that caused a close, for logging */
+    char client_id_log[64];
+    char peer[64];
+};
+
+/* Accepts a pending connection on server for listener l. Errors are logged; nothing is
+ * returned because the accept callback has nothing to undo. */
+void conn_accept(struct broker *b, struct listener *l, uv_stream_t *server);
+
+/* Reserves n bytes at the end of the output; write them, then conn_out_commit. */
+uint8_t *conn_out_reserve(struct conn *c, size_t n);
+void conn_out_commit(struct conn *c, size_t n);
+/* Appends the payload of m (takes a reference) after the bytes committed so far. */
+void conn_out_payload(struct conn *c, struct msg *m);
+/* Encodes a control packet into the output. Returns 0 or ERR_PACKET_TOO_LARGE when it exceeds
+ * the client's maximum packet size (the packet is then not sent). */
+int conn_send(struct conn *c, const struct codec_packet *p);
+/* Bytes queued and in flight: the slow-consumer measure. */
+static inline size_t conn_backlog(const struct conn *c)
+{
+    return c->out_bytes + c->inflight_bytes;
+}
+
+/* Writes everything queued. Called by the broker's prepare hook. */
+void conn_flush(struct conn *c);
+
+/* Stops reading, flushes what is queued (a DISCONNECT or CONNACK already sent), then closes.
+ * err is the reason, for logs and the will: 0 for a clean DISCONNECT. Idempotent. */
+void conn_close(struct conn *c, int err);
+
+/* Arms the keepalive check (1.5 x keepalive_s after the last packet) once CONNECT is done. */
+void conn_keepalive_start(struct conn *c);
+
+void conn_ref(struct conn *c);
+/* Drops a reference; the struct is freed after the handle closed and the last ref went. */
+void conn_unref(struct conn *c);
+
+#endif

@@ -1,0 +1,137 @@
+#ifndef SHOAL_NODE_SESSION_H
+#define SHOAL_NODE_SESSION_H
+
+/*
+ * Session state independent of the socket: subscriptions, outgoing inflight window, offline
+ * queue, incoming QoS 2 packet ids, will and expiry. A session outlives its connection when it
+ * is persistent. session_queue.c owns the delivery path (window, queue, redelivery).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "node/keepalive.h"
+
+struct broker;
+struct conn;
+struct msg;
+
+#define SESSION_MAX_SUB_IDS 4
+
+struct session_sub {
+    struct session *s;
+    char *filter; /* as subscribed, including any $share prefix */
+    uint16_t filter_len;
+    uint8_t qos;
+    bool no_local;
+    bool retain_as_published;
+    bool is_shared;
+    uint8_t retain_handling;
+    uint32_t sub_id; /* 0 = none */
+};
+
+/* One delivery of a message to this session. */
+struct session_dlv {
+    struct msg *m;
+    uint32_t sub_ids[SESSION_MAX_SUB_IDS];
+    uint8_t n_sub_ids;
+    uint8_t qos;
+    bool retain;
+};
+
+enum session_inflight_state {
+    SESSION_WAIT_PUBACK = 1, /* QoS 1 sent */
+    SESSION_WAIT_PUBREC,     /* QoS 2 PUBLISH sent */
+    SESSION_WAIT_PUBCOMP,    /* QoS 2 PUBREL sent */
+};
+
+struct session_inflight {
+    struct session_dlv d;
+    uint16_t pid;
+    uint8_t state;
+};
+
+struct session {
+    struct broker *b;
+    char *client_id;
+    size_t client_id_len;
+    uint64_t id; /* unique per process, for no-local */
+    struct session *hnext; /* session table chain */
+    struct conn *conn;     /* NULL while offline */
+    uint8_t version;
+
+    /* Expiry: seconds after disconnect; UINT32_MAX = never; 0 = ends with the connection. */
+    uint32_t expiry_s;
+    struct keepalive_entry expiry;
+
+    struct session_sub **subs;
+    uint32_t n_subs;
+    uint32_t cap_subs;
+
+    /* Outgoing QoS 1/2 window (in send order) and the queue behind it. */
+    struct session_inflight *inflight;
+    uint32_t n_inflight;
+    uint32_t cap_inflight;
+    struct session_dlv *queue; /* ring */
+    uint32_t q_head;
+    uint32_t q_len;
+    uint32_t q_cap;
+    uint64_t q_bytes;
+    uint16_t next_pid;
+
+    /* Incoming QoS 2 packet ids awaiting PUBREL. */
+    uint16_t *rx_qos2;
+    uint32_t n_rx_qos2;
+    uint32_t cap_rx_qos2;
+
+    /* Will */
+    struct msg *will;
+    uint8_t will_qos;
+    bool will_retain;
+    uint32_t will_delay_s;
+    uint32_t will_expiry_s; /* message expiry to apply when the will is published */
+    struct keepalive_entry will_timer;
+
+    uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
+    uint32_t match_idx;
+};
+
+/* Creates a session and inserts it in the broker's table. Never fails. */
+struct session *session_create(struct broker *b, const char *client_id, size_t len);
+/* Removes from the table, drops subscriptions and queued messages, frees. Sets *sp NULL.
+ * The session must be detached. */
+void session_destroy(struct session **sp);
+
+/* Binds s to c (resume or fresh). Delivers the inflight window again (DUP) and the queue. */
+void session_attach(struct session *s, struct conn *c);
+/* Unbinds from its connection. Handles the will and expiry; may destroy s. err is the
+ * connection's close reason (0 for a normal DISCONNECT). */
+void session_detach(struct session *s, int err);
+
+/* Subscriptions. add returns the record (new or replaced) and sets *is_new. */
+struct session_sub *session_sub_add(struct session *s, const char *filter, size_t len,
+                                    bool *is_new);
+/* Removes the subscription; returns 0 or ERR_NOT_FOUND. */
+int session_sub_remove(struct session *s, const char *filter, size_t len);
+
+/* Delivers (or queues) one message. Takes its own reference on d->m. */
+void session_deliver(struct session *s, const struct session_dlv *d);
+/* PUBACK/PUBREC/PUBCOMP from the client for pid: advances the window. Returns 0 or
+ * ERR_PACKET_ID_NOT_FOUND. */
+int session_ack(struct session *s, uint16_t pid, uint8_t type);
+/* Sends as much of the queue as the window allows. */
+void session_pump(struct session *s);
+
+/* Incoming QoS 2: returns true if pid was already recorded (duplicate), else records it. */
+bool session_rx_qos2_seen(struct session *s, uint16_t pid);
+/* PUBREL received: forgets pid. Returns 0 or ERR_PACKET_ID_NOT_FOUND. */
+int session_rx_qos2_release(struct session *s, uint16_t pid);
+
+/* Sets (takes ownership of m) or clears the will. */
+void session_will_set(struct session *s, struct msg *m, uint8_t qos, bool retain,
+                      uint32_t delay_s, uint32_t expiry_s);
+/* Publishes the will now, if any, and clears it. */
+void session_will_publish(struct session *s);
+
+#endif

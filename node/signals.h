@@ -1,0 +1,16 @@
+#ifndef SHOAL_NODE_SIGNALS_H
+#define SHOAL_NODE_SIGNALS_H
+
+/*
+ * Process signals on the loop: SIGTERM and SIGINT stop the node in order; SIGHUP reloads the
+ * files that can change under a running broker.
+ */
+
+struct broker;
+
+/* Installs the handlers. Returns 0 or a negated UV_E* code. */
+int signals_start(struct broker *b);
+/* Closes the signal handles so the loop can end. */
+void signals_stop(struct broker *b);
+
+#endif

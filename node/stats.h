@@ -1,0 +1,29 @@
+#ifndef SHOAL_NODE_STATS_H
+#define SHOAL_NODE_STATS_H
+
+/*
+ * Broker counters and their publication under $SYS/broker/ every sys_interval.
+ */
+
+#include <stdint.h>
+
+struct broker;
+
+struct stats {
+    uint64_t clients_connected;
+    uint64_t clients_maximum;
+    uint64_t clients_total_connects;
+    uint64_t msgs_received;     /* every MQTT packet received */
+    uint64_t msgs_sent;         /* every MQTT packet sent */
+    uint64_t pub_received;      /* PUBLISH received */
+    uint64_t pub_sent;          /* PUBLISH sent */
+    uint64_t pub_dropped;       /* deliveries dropped (queue full, slow consumer, too large) */
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    uint64_t connections_refused;
+};
+
+/* Publishes the $SYS topics as retained messages through the router. */
+void stats_publish_sys(struct broker *b);
+
+#endif
