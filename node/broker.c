@@ -208,7 +208,6 @@ void broker_stop(struct broker *b)
         conn_unref(c);
         c = next;
     }
-    signals_stop(b);
     if (b->tick.loop && !uv_is_closing((uv_handle_t *)&b->tick))
         uv_close((uv_handle_t *)&b->tick, NULL);
     /* Every connection flushed its last packet synchronously above; what the kernel did not

@@ -168,6 +168,11 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
     size_t off = 0;
     uint32_t limit = max_in_packet(c);
 
+    /* Reject a non-MQTT peer at its first byte instead of waiting for a whole "packet". */
+    if (c->state == CONN_NEW && n > 0 && p[0] != 0x10) {
+        handle_fail(c, ERR_PROTOCOL);
+        return n;
+    }
     while (off < n && c->state != CONN_CLOSING) {
         struct codec_packet pkt;
         int rc = codec_decode(p + off, n - off, c->version, true, limit, &pkt);

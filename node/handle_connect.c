@@ -94,6 +94,11 @@ static void send_connack(struct conn *c, bool present, const char *assigned, boo
             pr->has |= CODEC_BIT(CODEC_PROP_MAX_PACKET_SIZE);
             pr->max_packet_size = cf->max_packet_size;
         }
+        if (cf->max_inflight_messages && cf->max_inflight_messages < 65535) {
+            /* Incoming QoS 2 exchanges awaiting PUBREL are bounded like outgoing ones. */
+            pr->has |= CODEC_BIT(CODEC_PROP_RECEIVE_MAX);
+            pr->receive_max = (uint16_t)cf->max_inflight_messages;
+        }
         pr->has |= CODEC_BIT(CODEC_PROP_TOPIC_ALIAS_MAX);
         pr->topic_alias_max = (uint16_t)cf->max_topic_alias;
     }
@@ -151,7 +156,8 @@ int handle_connect(struct conn *c, struct codec_packet *p)
     c->state = CONN_CONNECTING;
     c->receive_max = 65535;
     if (idlen == 0) {
-        if ((k->version != CODEC_V5 && !k->clean_start) || !cf->allow_zero_length_clientid)
+        if ((k->version != CODEC_V5 && !k->clean_start) || k->version == CODEC_V31 ||
+            !cf->allow_zero_length_clientid)
             return ERR_CLIENT_ID;
         assign_client_id(b, idbuf, sizeof(idbuf));
         id = assigned = idbuf;

@@ -112,6 +112,17 @@ int handle_publish(struct conn *c, struct codec_packet *p)
         return 0;
     }
 
+    /* $SYS belongs to the broker: clients may not publish into it (as mosquitto). */
+    if (tlen >= 4 && memcmp(t, "$SYS", 4) == 0 && (tlen == 4 || t[4] == '/')) {
+        if (pub->qos == 2)
+            (void)session_rx_qos2_release(c->s, pub->packet_id);
+        if (pub->qos > 0)
+            send_ack(c, ack, pub->packet_id, 0x87);
+        return 0;
+    }
+    if (pub->qos == 2 && c->s->n_rx_qos2 > c->b->conf->max_inflight_messages &&
+        c->b->conf->max_inflight_messages)
+        return ERR_RECEIVE_MAX;
     struct msg *m = build_msg(c, p, t, tlen);
     router_publish(b, m, c->s);
     msg_unref(&m);

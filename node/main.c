@@ -11,6 +11,7 @@
 #include "conf/conf.h"
 #include "node/broker.h"
 #include "node/log.h"
+#include "node/signals.h"
 
 static void usage(FILE *f)
 {
@@ -103,6 +104,15 @@ int main(int argc, char **argv)
         broker_stop(&b);
         b.exit_code = 1;
     }
+    (void)uv_run(&loop, UV_RUN_DEFAULT);
+    /* From here on a late SIGTERM stays pending instead of killing a clean exit. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    (void)sigprocmask(SIG_BLOCK, &mask, NULL);
+    signals_stop(&b);
     (void)uv_run(&loop, UV_RUN_DEFAULT);
     int code = b.exit_code;
     broker_free(&b);

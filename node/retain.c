@@ -1,77 +1,217 @@
 /*
- * Retained messages in a trie of topic levels. A wildcard lookup walks only the branches the
- * filter allows, with an explicit stack; '#' enumerates a subtree the same way. Expired
- * messages are skipped during a lookup and removed right after it, so the walk never mutates
- * the trie under its own feet.
+ * Retained messages: a trie with one node per topic level, holding at most one message
+ * reference per node. Children sit in an open-addressing hash table per node, so a subscribe
+ * with a literal filter costs O(depth) whatever the number of retained topics, while '+' and
+ * '#' iterate the tables they cover.
+ *
+ * The walk uses an explicit stack kept in the struct (it only grows). Every non-root node holds
+ * a message or a child; clearing or expiring a message prunes the nodes that become empty.
+ * Expired messages are dropped during a walk: a node is only ever pushed after its parent was
+ * popped, so the nodes that such a prune frees are never still on the stack.
  */
 #include "node/retain.h"
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "node/buf.h"
-#include "node/topic_map.h"
+
+#define RT_ALL SIZE_MAX /* frame position: the filter ended in '#', take the whole subtree */
 
 struct rt_node {
     struct rt_node *parent;
-    char *level;
-    uint32_t level_len;
-    struct topic_map kids;
+    struct rt_node **kids; /* open addressing */
     struct msg *m;
+    uint32_t kids_cap; /* power of two, or 0 */
+    uint32_t kids_n;
+    uint32_t hash;
+    uint16_t len;
+    char level[];
 };
 
 struct rt_frame {
     struct rt_node *n;
-    uint32_t level; /* filter level to match next; UINT32_MAX = emit the whole subtree */
+    size_t pos; /* start of the next filter level; flen + 1 when consumed; or RT_ALL */
 };
 
 struct retain {
-    struct rt_node root;
+    struct rt_node *root;
     size_t count;
     uint64_t bytes;
+    size_t nodes;
+    uint32_t seed;
     struct rt_frame *stack;
-    uint32_t cap_stack;
-    struct rt_node **expired;
-    uint32_t n_expired;
-    uint32_t cap_expired;
+    size_t sp, stack_cap;
+    uint32_t busy;
 };
 
-struct retain *retain_create(void)
+/* FNV-1a seeded per trie, so that colliding level names cannot be precomputed offline. */
+static inline uint32_t level_hash(uint32_t seed, const char *s, size_t len)
 {
-    return xcalloc(1, sizeof(struct retain));
+    uint32_t h = 2166136261u ^ seed;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 16777619u;
+    }
+    return h;
 }
 
-static void push(struct retain *r, uint32_t *sp, struct rt_node *n, uint32_t level)
+static struct rt_node *node_new(struct rt_node *parent, const char *lv, size_t len, uint32_t h)
 {
-    if (*sp == r->cap_stack) {
-        r->cap_stack = r->cap_stack ? r->cap_stack * 2 : 32;
-        r->stack = xrealloc(r->stack, r->cap_stack * sizeof(*r->stack));
+    struct rt_node *n = xcalloc(1, sizeof(*n) + len + 1);
+    n->parent = parent;
+    n->hash = h;
+    n->len = (uint16_t)len;
+    memcpy(n->level, lv, len);
+    return n;
+}
+
+static struct rt_node *kids_find(const struct rt_node *n, const char *lv, size_t len, uint32_t h)
+{
+    if (!n->kids_cap)
+        return NULL;
+    uint32_t mask = n->kids_cap - 1;
+    for (uint32_t i = h & mask; n->kids[i]; i = (i + 1) & mask) {
+        struct rt_node *c = n->kids[i];
+        if (c->hash == h && c->len == len && memcmp(c->level, lv, len) == 0)
+            return c;
     }
-    r->stack[*sp].n = n;
-    r->stack[*sp].level = level;
-    (*sp)++;
+    return NULL;
+}
+
+static void kids_place(struct rt_node **kids, uint32_t cap, struct rt_node *c)
+{
+    uint32_t mask = cap - 1;
+    uint32_t i = c->hash & mask;
+    while (kids[i])
+        i = (i + 1) & mask;
+    kids[i] = c;
+}
+
+static void kids_resize(struct rt_node *n, uint32_t cap)
+{
+    struct rt_node **kids = xcalloc(cap, sizeof(*kids));
+    for (uint32_t i = 0; i < n->kids_cap; i++) {
+        if (n->kids[i])
+            kids_place(kids, cap, n->kids[i]);
+    }
+    free(n->kids);
+    n->kids = kids;
+    n->kids_cap = cap;
+}
+
+/* Empties the slot of c with backward-shift deletion (no tombstones), shrinking when sparse. */
+static void kids_delete(struct rt_node *n, struct rt_node *c)
+{
+    uint32_t mask = n->kids_cap - 1;
+    uint32_t i = c->hash & mask;
+    while (n->kids[i] != c)
+        i = (i + 1) & mask;
+    for (uint32_t j = i;;) {
+        n->kids[i] = NULL;
+        for (;;) {
+            j = (j + 1) & mask;
+            if (!n->kids[j])
+                goto out_deleted;
+            uint32_t home = n->kids[j]->hash & mask;
+            if (i <= j ? (home <= i || home > j) : (home <= i && home > j))
+                break;
+        }
+        n->kids[i] = n->kids[j];
+        i = j;
+    }
+out_deleted:
+    n->kids_n--;
+    if (n->kids_n == 0) {
+        free(n->kids);
+        n->kids = NULL;
+        n->kids_cap = 0;
+    } else if (n->kids_cap > 16 && (uint64_t)n->kids_n * 8 < n->kids_cap) {
+        kids_resize(n, n->kids_cap / 2);
+    }
+}
+
+/* Node of a topic name; created level by level when create is set, else NULL if absent. */
+static struct rt_node *node_path(struct retain *r, const char *topic, size_t len, bool create)
+{
+    struct rt_node *n = r->root;
+    size_t pos = 0;
+    for (;;) {
+        const char *lv = topic + pos;
+        const char *slash = memchr(lv, '/', len - pos);
+        size_t ll = slash ? (size_t)(slash - lv) : len - pos;
+        uint32_t h = level_hash(r->seed, lv, ll);
+        struct rt_node *c = kids_find(n, lv, ll, h);
+        if (!c) {
+            if (!create)
+                return NULL;
+            c = node_new(n, lv, ll, h);
+            r->nodes++;
+            if ((uint64_t)(n->kids_n + 1) * 4 > (uint64_t)n->kids_cap * 3)
+                kids_resize(n, n->kids_cap ? n->kids_cap * 2 : 4);
+            kids_place(n->kids, n->kids_cap, c);
+            n->kids_n++;
+        }
+        n = c;
+        if (!slash)
+            return n;
+        pos += ll + 1;
+    }
+}
+
+/* Frees n and its ancestors while they hold neither a message nor children. */
+static void node_prune(struct retain *r, struct rt_node *n)
+{
+    while (n != r->root && !n->m && n->kids_n == 0) {
+        struct rt_node *p = n->parent;
+        kids_delete(p, n);
+        free(n);
+        r->nodes--;
+        n = p;
+    }
 }
 
 static void node_drop_msg(struct retain *r, struct rt_node *n)
 {
-    if (!n->m)
-        return;
+    assert(r->count > 0 && r->bytes >= n->m->payload_len);
     r->count--;
     r->bytes -= n->m->payload_len;
     msg_unref(&n->m);
 }
 
-static void prune(struct rt_node *n)
+static void stack_push(struct retain *r, struct rt_node *n, size_t pos)
 {
-    while (n->parent && !n->m && n->kids.n == 0) {
-        struct rt_node *p = n->parent;
-        topic_map_del(&p->kids, n->level, n->level_len);
-        topic_map_free(&n->kids);
-        free(n->level);
-        free(n);
-        n = p;
+    if (r->sp == r->stack_cap) {
+        r->stack_cap *= 2;
+        r->stack = xrealloc(r->stack, r->stack_cap * sizeof(*r->stack));
     }
+    r->stack[r->sp].n = n;
+    r->stack[r->sp].pos = pos;
+    r->sp++;
+}
+
+/* Pushes every child of n; below the root, '$' topics are left out for wildcards. */
+static void push_kids(struct retain *r, struct rt_node *n, size_t pos)
+{
+    bool skip_dollar = n == r->root;
+    for (uint32_t i = 0; i < n->kids_cap; i++) {
+        struct rt_node *c = n->kids[i];
+        if (c && !(skip_dollar && c->len > 0 && c->level[0] == '$'))
+            stack_push(r, c, pos);
+    }
+}
+
+struct retain *retain_create(void)
+{
+    struct retain *r = xcalloc(1, sizeof(*r));
+    r->root = node_new(NULL, "", 0, 0);
+    r->nodes = 1;
+    r->seed = (uint32_t)(((uintptr_t)r >> 4) * 2654435761u);
+    r->stack_cap = 16;
+    r->stack = xmalloc(r->stack_cap * sizeof(*r->stack));
+    return r;
 }
 
 void retain_destroy(struct retain **rp)
@@ -80,77 +220,55 @@ void retain_destroy(struct retain **rp)
     *rp = NULL;
     if (!r)
         return;
-    struct rt_node *n = &r->root;
-    while (n) {
-        struct rt_node *child = NULL;
-        for (uint32_t i = 0; i < n->kids.cap && !child; i++)
-            child = n->kids.slots[i].val;
-        if (child) {
-            n = child;
-            continue;
+    assert(r->busy == 0);
+    r->sp = 0;
+    stack_push(r, r->root, 0);
+    while (r->sp > 0) {
+        struct rt_node *n = r->stack[--r->sp].n;
+        for (uint32_t i = 0; i < n->kids_cap; i++) {
+            if (n->kids[i])
+                stack_push(r, n->kids[i], 0);
         }
-        struct rt_node *parent = n->parent;
-        node_drop_msg(r, n);
-        topic_map_free(&n->kids);
-        if (parent) {
-            topic_map_del(&parent->kids, n->level, n->level_len);
-            free(n->level);
-            free(n);
-        }
-        n = parent;
+        msg_unref(&n->m);
+        free(n->kids);
+        n->kids = NULL;
+        free(n);
     }
+    r->root = NULL;
     free(r->stack);
-    free(r->expired);
+    r->stack = NULL;
     free(r);
 }
 
 void retain_set(struct retain *r, struct msg *m)
 {
-    struct rt_node *n = &r->root;
-    const char *t = m->topic;
-    size_t len = m->topic_len, i = 0;
-    bool clear = m->payload_len == 0;
-
-    for (;;) {
-        size_t e = i;
-        while (e < len && t[e] != '/')
-            e++;
-        struct rt_node *c = topic_map_get(&n->kids, t + i, e - i);
-        if (!c) {
-            if (clear)
-                return;
-            c = xcalloc(1, sizeof(*c));
-            c->parent = n;
-            c->level = xstrndup(t + i, e - i);
-            c->level_len = (uint32_t)(e - i);
-            topic_map_put(&n->kids, c->level, c->level_len, c);
-        }
-        n = c;
-        if (e >= len)
-            break;
-        i = e + 1;
-    }
-    node_drop_msg(r, n);
-    if (clear) {
-        prune(n);
+    assert(r->busy == 0);
+    if (m->payload_len == 0) {
+        struct rt_node *n = node_path(r, m->topic, m->topic_len, false);
+        if (!n || !n->m)
+            return;
+        node_drop_msg(r, n);
+        node_prune(r, n);
         return;
     }
-    n->m = msg_ref(m);
+    struct rt_node *n = node_path(r, m->topic, m->topic_len, true);
+    struct msg *ref = msg_ref(m); /* before the drop: m may be the message being replaced */
+    if (n->m)
+        node_drop_msg(r, n);
+    n->m = ref;
     r->count++;
     r->bytes += m->payload_len;
 }
 
-static void visit(struct retain *r, struct rt_node *n, uint64_t now_ms, retain_match_cb cb,
-                  void *ctx)
+/* Hands n's message to cb, or drops it (and prunes) when it has expired. */
+static void emit(struct retain *r, struct rt_node *n, uint64_t now_ms, retain_match_cb cb,
+                 void *ctx)
 {
     if (!n->m)
         return;
     if (msg_is_expired(n->m, now_ms)) {
-        if (r->n_expired == r->cap_expired) {
-            r->cap_expired = r->cap_expired ? r->cap_expired * 2 : 8;
-            r->expired = xrealloc(r->expired, r->cap_expired * sizeof(*r->expired));
-        }
-        r->expired[r->n_expired++] = n;
+        node_drop_msg(r, n);
+        node_prune(r, n);
         return;
     }
     cb(ctx, n->m);
@@ -159,71 +277,37 @@ static void visit(struct retain *r, struct rt_node *n, uint64_t now_ms, retain_m
 void retain_match(struct retain *r, const char *filter, size_t len, uint64_t now_ms,
                   retain_match_cb cb, void *ctx)
 {
-    /* Split the filter into levels once (offsets into filter). */
-    uint32_t off[256], lens[256];
-    uint32_t nl = 0;
-    size_t i = 0;
-    for (;;) {
-        size_t e = i;
-        while (e < len && filter[e] != '/')
-            e++;
-        if (nl == 256)
-            return; /* deeper than any topic we accept to walk */
-        off[nl] = (uint32_t)i;
-        lens[nl] = (uint32_t)(e - i);
-        nl++;
-        if (e >= len)
-            break;
-        i = e + 1;
-    }
-    uint32_t sp = 0;
-    r->n_expired = 0;
-    push(r, &sp, &r->root, 0);
-    while (sp > 0) {
-        sp--;
-        struct rt_node *n = r->stack[sp].n;
-        uint32_t lv = r->stack[sp].level;
-        if (lv == UINT32_MAX) {
-            visit(r, n, now_ms, cb, ctx);
-            for (uint32_t k = 0; k < n->kids.cap; k++)
-                if (n->kids.slots[k].key)
-                    push(r, &sp, n->kids.slots[k].val, UINT32_MAX);
+    size_t base = r->sp;
+    r->busy++;
+    stack_push(r, r->root, 0);
+    while (r->sp > base) {
+        struct rt_frame f = r->stack[--r->sp];
+        struct rt_node *n = f.n;
+        if (f.pos == RT_ALL) {
+            push_kids(r, n, RT_ALL); /* before emit: emit may free a childless n */
+            emit(r, n, now_ms, cb, ctx);
             continue;
         }
-        if (lv == nl) {
-            visit(r, n, now_ms, cb, ctx);
+        if (f.pos > len) {
+            emit(r, n, now_ms, cb, ctx);
             continue;
         }
-        const char *f = filter + off[lv];
-        uint32_t fl = lens[lv];
-        bool at_root = n == &r->root;
-        if (fl == 1 && f[0] == '#') {
-            /* Matches the parent level too ("a/#" matches "a"), never at the root. */
-            if (!at_root)
-                visit(r, n, now_ms, cb, ctx);
-            for (uint32_t k = 0; k < n->kids.cap; k++) {
-                struct topic_map_slot *s = &n->kids.slots[k];
-                if (s->key && !(at_root && s->len > 0 && s->key[0] == '$'))
-                    push(r, &sp, s->val, UINT32_MAX);
-            }
-        } else if (fl == 1 && f[0] == '+') {
-            for (uint32_t k = 0; k < n->kids.cap; k++) {
-                struct topic_map_slot *s = &n->kids.slots[k];
-                if (s->key && !(at_root && s->len > 0 && s->key[0] == '$'))
-                    push(r, &sp, s->val, lv + 1);
-            }
+        const char *lv = filter + f.pos;
+        const char *slash = memchr(lv, '/', len - f.pos);
+        size_t ll = slash ? (size_t)(slash - lv) : len - f.pos;
+        if (ll == 1 && lv[0] == '#') {
+            /* "a/#" matches "a" itself and everything below it. */
+            push_kids(r, n, RT_ALL);
+            emit(r, n, now_ms, cb, ctx);
+        } else if (ll == 1 && lv[0] == '+') {
+            push_kids(r, n, f.pos + ll + 1);
         } else {
-            struct rt_node *c = topic_map_get(&n->kids, f, fl);
+            struct rt_node *c = kids_find(n, lv, ll, level_hash(r->seed, lv, ll));
             if (c)
-                push(r, &sp, c, lv + 1);
+                stack_push(r, c, f.pos + ll + 1);
         }
     }
-    for (uint32_t k = 0; k < r->n_expired; k++) {
-        struct rt_node *n = r->expired[k];
-        node_drop_msg(r, n);
-        prune(n);
-    }
-    r->n_expired = 0;
+    r->busy--;
 }
 
 size_t retain_count(const struct retain *r)
@@ -234,4 +318,9 @@ size_t retain_count(const struct retain *r)
 uint64_t retain_bytes(const struct retain *r)
 {
     return r->bytes;
+}
+
+size_t retain_nodes(const struct retain *r)
+{
+    return r->nodes;
 }

@@ -33,5 +33,7 @@ void retain_match(struct retain *r, const char *filter, size_t len, uint64_t now
 /* Number of retained messages and their payload bytes. */
 size_t retain_count(const struct retain *r);
 uint64_t retain_bytes(const struct retain *r);
+/* Number of trie nodes, root included: 1 when empty (memory statistics, tests). */
+size_t retain_nodes(const struct retain *r);
 
 #endif

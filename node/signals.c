@@ -36,6 +36,9 @@ int signals_start(struct broker *b)
         rc = uv_signal_start(hs[i], nums[i] == SIGHUP ? on_hup : on_stop_signal, nums[i]);
         if (rc < 0)
             return rc;
+        /* Signals never keep the loop alive, and stay caught until the very end so a second
+         * SIGTERM during shutdown cannot kill the process half-way. */
+        uv_unref((uv_handle_t *)hs[i]);
     }
     return 0;
 }

@@ -10,7 +10,7 @@ struct broker;
 
 /* Installs the handlers. Returns 0 or a negated UV_E* code. */
 int signals_start(struct broker *b);
-/* Closes the signal handles so the loop can end. */
+/* Closes the signal handles; call after uv_run returned, then run the loop once more. */
 void signals_stop(struct broker *b);
 
 #endif

@@ -48,4 +48,7 @@ void topic_tree_match(struct topic_tree *t, const char *topic, size_t len,
 /* Number of (owner, filter) subscriptions held. */
 size_t topic_tree_count(const struct topic_tree *t);
 
+/* Number of trie nodes, root included: 1 for an empty tree (memory statistics, tests). */
+size_t topic_tree_nodes(const struct topic_tree *t);
+
 #endif
