@@ -15,10 +15,10 @@ enum conf_protocol { CONF_PROTO_MQTT = 0, CONF_PROTO_WEBSOCKETS };
 
 struct conf_listener {
     uint16_t port;
-    char *bind;                /* NULL = all addresses */
+    char *bind; /* NULL = all addresses */
     enum conf_protocol protocol;
-    int32_t max_connections;   /* -1 = unlimited */
-    bool is_default;           /* made by `port`, -p or the implicit local-only listener */
+    int32_t max_connections; /* -1 = unlimited */
+    bool is_default;         /* made by `port`, -p or the implicit local-only listener */
     /* TLS settings: parsed only once TLS is supported; NULL/false until then. */
     char *cafile;
     char *capath;
@@ -43,32 +43,32 @@ struct conf {
     bool local_only; /* no listener configured: serving 127.0.0.1/::1 on 1883 as mosquitto 2 */
 
     /* Security */
-    bool allow_anonymous;          /* default false (mosquitto 2), true in local-only mode */
+    bool allow_anonymous;            /* default false (mosquitto 2), true in local-only mode */
     bool allow_zero_length_clientid; /* default true */
-    char *auto_id_prefix;          /* default "auto-" */
-    char *password_file;           /* later issue */
-    char *acl_file;                /* later issue */
-    char *clientid_prefixes;       /* later issue */
+    char *auto_id_prefix;            /* default "auto-" */
+    char *password_file;             /* later issue */
+    char *acl_file;                  /* later issue */
+    char *clientid_prefixes;         /* later issue */
 
     /* Limits (0 = unlimited where mosquitto says so) */
-    uint32_t max_packet_size;       /* default 0 = protocol maximum */
-    uint32_t message_size_limit;    /* default 0 */
-    uint32_t max_inflight_messages; /* default 20; 0 = unlimited (65535) */
-    uint32_t max_queued_messages;   /* default 1000; 0 = unlimited */
-    uint64_t max_queued_bytes;      /* default 0 */
-    uint32_t max_keepalive;         /* default 65535 */
+    uint32_t max_packet_size;                /* default 0 = protocol maximum */
+    uint32_t message_size_limit;             /* default 0 */
+    uint32_t max_inflight_messages;          /* default 20; 0 = unlimited (65535) */
+    uint32_t max_queued_messages;            /* default 1000; 0 = unlimited */
+    uint64_t max_queued_bytes;               /* default 0 */
+    uint32_t max_keepalive;                  /* default 65535 */
     uint64_t persistent_client_expiration_s; /* default 0 = never */
-    bool retain_available;          /* default true */
-    uint32_t max_topic_alias;       /* default 10 */
-    bool set_tcp_nodelay;           /* default false */
-    uint32_t sys_interval_s;        /* default 10; 0 = disabled */
+    bool retain_available;                   /* default true */
+    uint32_t max_topic_alias;                /* default 10 */
+    bool set_tcp_nodelay;                    /* default false */
+    uint32_t sys_interval_s;                 /* default 10; 0 = disabled */
 
     /* Logging */
-    unsigned log_dest;         /* enum conf_log_dest bits; default stderr */
-    char *log_file;            /* for CONF_LOG_FILE */
-    unsigned log_type;         /* enum log_type_bits; default error|warning|notice|information */
-    bool connection_messages;  /* default true */
-    bool log_timestamp;        /* default true */
+    unsigned log_dest;        /* enum conf_log_dest bits; default stderr */
+    char *log_file;           /* for CONF_LOG_FILE */
+    unsigned log_type;        /* enum log_type_bits; default error|warning|notice|information */
+    bool connection_messages; /* default true */
+    bool log_timestamp;       /* default true */
 
     /* shoal */
     char *node_id;   /* default: hostname */

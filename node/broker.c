@@ -22,7 +22,7 @@
 #include "node/topic_tree.h"
 #include "store/store.h"
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 static uint64_t hash_id(const char *s, size_t n)
 {
@@ -74,8 +74,8 @@ void broker_session_insert(struct broker *b, struct session *s)
 
 void broker_session_remove(struct broker *b, struct session *s)
 {
-    struct session **pp = &b->sess_buckets[hash_id(s->client_id, s->client_id_len) &
-                                           (b->sess_nbuckets - 1)];
+    struct session **pp =
+        &b->sess_buckets[hash_id(s->client_id, s->client_id_len) & (b->sess_nbuckets - 1)];
     for (; *pp; pp = &(*pp)->hnext) {
         if (*pp == s) {
             *pp = s->hnext;
@@ -140,8 +140,8 @@ static void on_retain_load(void *ctx, int rc, const struct store_blob *msgs, siz
     }
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
-        struct msg *m = msg_blob_read(msgs[i].p, msgs[i].len, clock_now_ms(),
-                                      clock_wall_s() * 1000u);
+        struct msg *m =
+            msg_blob_read(msgs[i].p, msgs[i].len, clock_now_ms(), clock_wall_s() * 1000u);
         if (!m) {
             bad++;
             continue;
@@ -189,8 +189,7 @@ int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c)
     rc = signals_start(b);
     if (rc < 0)
         return rc;
-    log_info("broker", "shoal node started node_id=%s listeners=%zu", c->node_id,
-             c->n_listeners);
+    log_info("broker", "shoal node started node_id=%s listeners=%zu", c->node_id, c->n_listeners);
     return 0;
 }
 

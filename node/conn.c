@@ -22,7 +22,7 @@
 #include "node/msg.h"
 #include "node/session.h"
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 #define CONN_CONNECT_TIMEOUT_MS 10000u
 #define CONN_CLOSE_TIMEOUT_MS   2000u
@@ -452,8 +452,7 @@ void conn_keepalive_start(struct conn *c)
         keepalive_cancel(&c->ka);
         return;
     }
-    keepalive_arm(&c->b->wheel, &c->ka, c->last_rx_ms + (uint64_t)c->keepalive_s * 1500u,
-                  on_timer);
+    keepalive_arm(&c->b->wheel, &c->ka, c->last_rx_ms + (uint64_t)c->keepalive_s * 1500u, on_timer);
 }
 
 static void on_close(uv_handle_t *h)

@@ -51,8 +51,8 @@ struct conn {
     struct conn_seg *segs;
     uint32_t n_segs;
     uint32_t cap_segs;
-    size_t out_bytes;       /* bytes in out plus payload segments */
-    size_t inflight_bytes;  /* bytes in uv_write requests not yet completed */
+    size_t out_bytes;      /* bytes in out plus payload segments */
+    size_t inflight_bytes; /* bytes in uv_write requests not yet completed */
     uint32_t writes_pending;
     bool in_flush_list;
     bool is_reading;
@@ -70,12 +70,12 @@ struct conn {
     /* MQTT 5 limits the client asked for */
     uint32_t max_packet_out; /* 0 = protocol maximum */
     uint16_t receive_max;
-    uint16_t alias_max_out;  /* aliases we may send */
-    uint16_t alias_max_in;   /* aliases the client may send */
-    char **alias_in;         /* alias_max_in entries */
-    char **alias_out;        /* alias_max_out entries: topic per alias slot */
+    uint16_t alias_max_out; /* aliases we may send */
+    uint16_t alias_max_in;  /* aliases the client may send */
+    char **alias_in;        /* alias_max_in entries */
+    char **alias_out;       /* alias_max_out entries: topic per alias slot */
     bool request_problem_info;
-    int disconnect_reason;   /* err code that caused a close, for logging */
+    int disconnect_reason; /* err code that caused a close, for logging */
     char client_id_log[64];
     char peer[64];
 };

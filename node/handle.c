@@ -14,11 +14,11 @@
 typedef int (*handle_fn)(struct conn *c, struct codec_packet *p);
 
 static const handle_fn handlers[16] = {
-    [CODEC_CONNECT] = handle_connect,         [CODEC_PUBLISH] = handle_publish,
-    [CODEC_PUBACK] = handle_ack,              [CODEC_PUBREC] = handle_ack,
-    [CODEC_PUBREL] = handle_ack,              [CODEC_PUBCOMP] = handle_ack,
-    [CODEC_SUBSCRIBE] = handle_subscribe,     [CODEC_UNSUBSCRIBE] = handle_unsubscribe,
-    [CODEC_PINGREQ] = handle_pingreq,         [CODEC_DISCONNECT] = handle_disconnect,
+    [CODEC_CONNECT] = handle_connect,     [CODEC_PUBLISH] = handle_publish,
+    [CODEC_PUBACK] = handle_ack,          [CODEC_PUBREC] = handle_ack,
+    [CODEC_PUBREL] = handle_ack,          [CODEC_PUBCOMP] = handle_ack,
+    [CODEC_SUBSCRIBE] = handle_subscribe, [CODEC_UNSUBSCRIBE] = handle_unsubscribe,
+    [CODEC_PINGREQ] = handle_pingreq,     [CODEC_DISCONNECT] = handle_disconnect,
     [CODEC_AUTH] = handle_auth,
 };
 
@@ -26,20 +26,34 @@ static const struct {
     int err;
     uint8_t reason;
 } reason_table[] = {
-    {ERR_MALFORMED, 0x81},           {ERR_PROTOCOL, 0x82},
-    {ERR_UNSUPPORTED_VERSION, 0x84}, {ERR_CLIENT_ID, 0x85},
-    {ERR_BAD_AUTH, 0x86},            {ERR_NOT_AUTHORIZED, 0x87},
-    {ERR_SERVER_UNAVAILABLE, 0x88},  {ERR_SERVER_BUSY, 0x89},
-    {ERR_BANNED, 0x8A},              {ERR_SHUTTING_DOWN, 0x8B},
-    {ERR_BAD_AUTH_METHOD, 0x8C},     {ERR_KEEPALIVE, 0x8D},
-    {ERR_TAKEN_OVER, 0x8E},          {ERR_TOPIC_FILTER, 0x8F},
-    {ERR_TOPIC_NAME, 0x90},          {ERR_PACKET_ID_IN_USE, 0x91},
-    {ERR_PACKET_ID_NOT_FOUND, 0x92}, {ERR_RECEIVE_MAX, 0x93},
-    {ERR_TOPIC_ALIAS, 0x94},         {ERR_PACKET_TOO_LARGE, 0x95},
-    {ERR_QUOTA, 0x97},               {ERR_PAYLOAD_FORMAT, 0x99},
-    {ERR_RETAIN_UNSUPPORTED, 0x9A},  {ERR_QOS_UNSUPPORTED, 0x9B},
-    {ERR_SHARED_UNSUPPORTED, 0x9E},  {ERR_CONN_RATE, 0x9F},
-    {ERR_SUBID_UNSUPPORTED, 0xA1},   {ERR_WILDCARD_UNSUPPORTED, 0xA2},
+    {ERR_MALFORMED, 0x81},
+    {ERR_PROTOCOL, 0x82},
+    {ERR_UNSUPPORTED_VERSION, 0x84},
+    {ERR_CLIENT_ID, 0x85},
+    {ERR_BAD_AUTH, 0x86},
+    {ERR_NOT_AUTHORIZED, 0x87},
+    {ERR_SERVER_UNAVAILABLE, 0x88},
+    {ERR_SERVER_BUSY, 0x89},
+    {ERR_BANNED, 0x8A},
+    {ERR_SHUTTING_DOWN, 0x8B},
+    {ERR_BAD_AUTH_METHOD, 0x8C},
+    {ERR_KEEPALIVE, 0x8D},
+    {ERR_TAKEN_OVER, 0x8E},
+    {ERR_TOPIC_FILTER, 0x8F},
+    {ERR_TOPIC_NAME, 0x90},
+    {ERR_PACKET_ID_IN_USE, 0x91},
+    {ERR_PACKET_ID_NOT_FOUND, 0x92},
+    {ERR_RECEIVE_MAX, 0x93},
+    {ERR_TOPIC_ALIAS, 0x94},
+    {ERR_PACKET_TOO_LARGE, 0x95},
+    {ERR_QUOTA, 0x97},
+    {ERR_PAYLOAD_FORMAT, 0x99},
+    {ERR_RETAIN_UNSUPPORTED, 0x9A},
+    {ERR_QOS_UNSUPPORTED, 0x9B},
+    {ERR_SHARED_UNSUPPORTED, 0x9E},
+    {ERR_CONN_RATE, 0x9F},
+    {ERR_SUBID_UNSUPPORTED, 0xA1},
+    {ERR_WILDCARD_UNSUPPORTED, 0xA2},
 };
 
 uint8_t handle_reason_code(int err)

@@ -57,8 +57,8 @@ static int set_will(struct conn *c, struct session *s, const struct codec_connec
     uint8_t stackp[512];
     uint8_t *props = plen <= sizeof(stackp) ? stackp : xmalloc(plen);
     (void)codec_props_write(props, wp, CODEC_PROPS_FORWARD);
-    struct msg *m = msg_create(k->will_topic.p, k->will_topic.len, props, plen,
-                               k->will_payload.p, k->will_payload.len);
+    struct msg *m = msg_create(k->will_topic.p, k->will_topic.len, props, plen, k->will_payload.p,
+                               k->will_payload.len);
     if (props != stackp)
         free(props);
     m->qos = k->will_qos;
@@ -113,9 +113,8 @@ static void apply_v5_limits(struct conn *c, const struct codec_props *pr)
 {
     c->receive_max = CODEC_HAS(pr, CODEC_PROP_RECEIVE_MAX) ? pr->receive_max : 65535;
     c->max_packet_out = CODEC_HAS(pr, CODEC_PROP_MAX_PACKET_SIZE) ? pr->max_packet_size : 0;
-    c->request_problem_info = CODEC_HAS(pr, CODEC_PROP_REQUEST_PROBLEM_INFO)
-                                  ? pr->request_problem_info != 0
-                                  : true;
+    c->request_problem_info =
+        CODEC_HAS(pr, CODEC_PROP_REQUEST_PROBLEM_INFO) ? pr->request_problem_info != 0 : true;
     uint16_t amax = CODEC_HAS(pr, CODEC_PROP_TOPIC_ALIAS_MAX) ? pr->topic_alias_max : 0;
     c->alias_max_out = amax > CONNECT_MAX_ALIAS_OUT ? CONNECT_MAX_ALIAS_OUT : amax;
     if (c->alias_max_out)

@@ -26,8 +26,7 @@ static void send_ack(struct conn *c, enum codec_type type, uint16_t pid, uint8_t
 }
 
 /* Resolves the topic through MQTT 5 topic aliases. Returns 0 and the topic view, or an error. */
-static int resolve_topic(struct conn *c, const struct codec_packet *p, const char **t,
-                         size_t *len)
+static int resolve_topic(struct conn *c, const struct codec_packet *p, const char **t, size_t *len)
 {
     const struct codec_publish *pub = &p->u.publish;
     *t = (const char *)pub->topic.p;

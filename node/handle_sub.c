@@ -115,8 +115,7 @@ int handle_subscribe(struct conn *c, struct codec_packet *p)
             (sub->retain_handling == 1 && !fresh[i]))
             continue;
         struct replay r = {c->s, sub};
-        retain_match(c->b->retained, sub->filter, sub->filter_len, clock_now_ms(), on_retained,
-                     &r);
+        retain_match(c->b->retained, sub->filter, sub->filter_len, clock_now_ms(), on_retained, &r);
     }
 out:
     if (reasons != rstack) {

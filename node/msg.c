@@ -108,8 +108,7 @@ size_t msg_blob_size(const struct msg *m)
 
 void msg_blob_write(const struct msg *m, uint8_t *out, uint64_t now_ms, uint64_t wall_ms)
 {
-    uint64_t exp = m->expiry_ms ? wall_ms + (m->expiry_ms > now_ms ? m->expiry_ms - now_ms : 0)
-                                : 0;
+    uint64_t exp = m->expiry_ms ? wall_ms + (m->expiry_ms > now_ms ? m->expiry_ms - now_ms : 0) : 0;
     out[0] = 1;
     out[1] = m->qos;
     out[2] = m->retain ? 1 : 0;

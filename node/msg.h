@@ -16,16 +16,16 @@ enum msg_cache_slot { MSG_CACHE_V3 = 0, MSG_CACHE_V5, MSG_CACHE_N };
 
 struct msg {
     uint32_t refs;
-    uint8_t qos;     /* QoS it was published with */
-    bool retain;     /* RETAIN flag as published */
+    uint8_t qos; /* QoS it was published with */
+    bool retain; /* RETAIN flag as published */
     uint16_t topic_len;
-    uint32_t props_len;   /* encoded forwardable properties (no length prefix) */
+    uint32_t props_len; /* encoded forwardable properties (no length prefix) */
     uint32_t payload_len;
-    uint64_t expiry_ms;   /* monotonic deadline (clock_now_ms), 0 = never expires */
-    uint64_t origin;      /* id of the publishing session, for no-local; 0 = none */
-    char *topic;          /* NUL-terminated, inside data */
-    uint8_t *props;       /* inside data */
-    uint8_t *payload;     /* inside data */
+    uint64_t expiry_ms; /* monotonic deadline (clock_now_ms), 0 = never expires */
+    uint64_t origin;    /* id of the publishing session, for no-local; 0 = none */
+    char *topic;        /* NUL-terminated, inside data */
+    uint8_t *props;     /* inside data */
+    uint8_t *payload;   /* inside data */
     uint8_t *cache[MSG_CACHE_N];
     uint16_t cache_len[MSG_CACHE_N];
     uint8_t data[];

@@ -66,8 +66,7 @@ static void on_retain_stored(void *ctx, int rc)
 {
     (void)ctx;
     if (rc < 0 && rc != ERR_CANCELED)
-        log_ratelimited(LOG_LEVEL_WARN, "router", "retained message not stored rc=%s",
-                        err_str(rc));
+        log_ratelimited(LOG_LEVEL_WARN, "router", "retained message not stored rc=%s", err_str(rc));
 }
 
 /* Persists a retained update. $SYS topics are per node and never stored. */

@@ -18,7 +18,7 @@
 #include "node/msg.h"
 #include "node/topic_tree.h"
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* Defined in session_queue.c and will.c. */
 void session__queue_free(struct session *s);
@@ -110,8 +110,7 @@ static int find_sub(const struct session *s, const char *f, size_t len)
     return -1;
 }
 
-struct session_sub *session_sub_add(struct session *s, const char *filter, size_t len,
-                                    bool *is_new)
+struct session_sub *session_sub_add(struct session *s, const char *filter, size_t len, bool *is_new)
 {
     int i = find_sub(s, filter, len);
     if (i >= 0) {

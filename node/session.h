@@ -56,7 +56,7 @@ struct session {
     struct broker *b;
     char *client_id;
     size_t client_id_len;
-    uint64_t id; /* unique per process, for no-local */
+    uint64_t id;           /* unique per process, for no-local */
     struct session *hnext; /* session table chain */
     struct conn *conn;     /* NULL while offline */
     uint8_t version;
@@ -129,8 +129,8 @@ bool session_rx_qos2_seen(struct session *s, uint16_t pid);
 int session_rx_qos2_release(struct session *s, uint16_t pid);
 
 /* Sets (takes ownership of m) or clears the will. */
-void session_will_set(struct session *s, struct msg *m, uint8_t qos, bool retain,
-                      uint32_t delay_s, uint32_t expiry_s);
+void session_will_set(struct session *s, struct msg *m, uint8_t qos, bool retain, uint32_t delay_s,
+                      uint32_t expiry_s);
 /* Publishes the will now, if any, and clears it. */
 void session_will_publish(struct session *s);
 

@@ -90,10 +90,10 @@ static int send_publish(struct session *s, const struct session_dlv *d, uint16_t
         rl += codec_varint_size((uint32_t)props) + props;
     if (v5 && c->alias_max_out) {
         /* Decide the alias only once the packet is known to fit, so the table stays in sync. */
-        size_t with_alias = rl + 3 + codec_varint_size((uint32_t)props + 3) -
-                            codec_varint_size((uint32_t)props);
-        if (!c->max_packet_out || 1 + codec_varint_size((uint32_t)with_alias) + with_alias <=
-                                      c->max_packet_out) {
+        size_t with_alias =
+            rl + 3 + codec_varint_size((uint32_t)props + 3) - codec_varint_size((uint32_t)props);
+        if (!c->max_packet_out ||
+            1 + codec_varint_size((uint32_t)with_alias) + with_alias <= c->max_packet_out) {
             alias = alias_for(c, m, &send_topic);
             props += 3;
             rl = with_alias - (send_topic ? 0 : tlen);
@@ -286,8 +286,7 @@ void session_deliver(struct session *s, const struct session_dlv *d)
 static void remove_inflight(struct session *s, uint32_t i)
 {
     msg_unref(&s->inflight[i].d.m);
-    memmove(&s->inflight[i], &s->inflight[i + 1],
-            (s->n_inflight - i - 1) * sizeof(*s->inflight));
+    memmove(&s->inflight[i], &s->inflight[i + 1], (s->n_inflight - i - 1) * sizeof(*s->inflight));
     s->n_inflight--;
 }
 

@@ -13,11 +13,11 @@ struct stats {
     uint64_t clients_connected;
     uint64_t clients_maximum;
     uint64_t clients_total_connects;
-    uint64_t msgs_received;     /* every MQTT packet received */
-    uint64_t msgs_sent;         /* every MQTT packet sent */
-    uint64_t pub_received;      /* PUBLISH received */
-    uint64_t pub_sent;          /* PUBLISH sent */
-    uint64_t pub_dropped;       /* deliveries dropped (queue full, slow consumer, too large) */
+    uint64_t msgs_received; /* every MQTT packet received */
+    uint64_t msgs_sent;     /* every MQTT packet sent */
+    uint64_t pub_received;  /* PUBLISH received */
+    uint64_t pub_sent;      /* PUBLISH sent */
+    uint64_t pub_dropped;   /* deliveries dropped (queue full, slow consumer, too large) */
     uint64_t bytes_received;
     uint64_t bytes_sent;
     uint64_t connections_refused;

@@ -11,12 +11,12 @@
 #include "node/router.h"
 #include "node/session.h"
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 void session__will_detach(struct session *s, int err);
 
-void session_will_set(struct session *s, struct msg *m, uint8_t qos, bool retain,
-                      uint32_t delay_s, uint32_t expiry_s)
+void session_will_set(struct session *s, struct msg *m, uint8_t qos, bool retain, uint32_t delay_s,
+                      uint32_t expiry_s)
 {
     keepalive_cancel(&s->will_timer);
     msg_unref(&s->will);

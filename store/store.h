@@ -61,8 +61,8 @@ int store_session_save(struct store *s, const char *client_id, uint64_t epoch,
 /* Reads the state and the offline queue. */
 int store_session_load(struct store *s, const char *client_id, store_load_cb cb, void *ctx);
 /* Deletes state and queue, fenced by epoch. */
-int store_session_delete(struct store *s, const char *client_id, uint64_t epoch,
-                         store_done_cb cb, void *ctx);
+int store_session_delete(struct store *s, const char *client_id, uint64_t epoch, store_done_cb cb,
+                         void *ctx);
 /* Appends a message blob to the offline queue; ERR_QUOTA past max_count/max_bytes (0 = no
  * limit). Not fenced: any node may queue for an offline session. */
 int store_queue_push(struct store *s, const char *client_id, struct store_blob msg,
