@@ -92,7 +92,7 @@ static void kids_place(struct rt_node **kids, uint32_t cap, struct rt_node *c)
 
 static void kids_resize(struct rt_node *n, uint32_t cap)
 {
-    struct rt_node **kids = xcalloc(cap, sizeof(*kids));
+    struct rt_node **kids = xcalloc(cap, sizeof(struct rt_node *));
     for (uint32_t i = 0; i < n->kids_cap; i++) {
         if (n->kids[i])
             kids_place(kids, cap, n->kids[i]);

@@ -26,7 +26,7 @@ void retain_set(struct retain *r, struct msg *m);
 
 /* Calls cb for every live retained message whose topic matches filter (a valid non-shared
  * filter). The msg is borrowed: take a ref to keep it. now_ms is used to skip and drop
- * expired messages. */
+ * expired messages. cb must not call retain_set on r. */
 void retain_match(struct retain *r, const char *filter, size_t len, uint64_t now_ms,
                   retain_match_cb cb, void *ctx);
 

@@ -252,7 +252,7 @@ static void kids_place(struct tt_node **kids, uint32_t cap, struct tt_node *c)
 
 static void kids_resize(struct tt_node *n, uint32_t cap)
 {
-    struct tt_node **kids = xcalloc(cap, sizeof(*kids));
+    struct tt_node **kids = xcalloc(cap, sizeof(struct tt_node *));
     for (uint32_t i = 0; i < n->kids_cap; i++) {
         if (n->kids[i])
             kids_place(kids, cap, n->kids[i]);

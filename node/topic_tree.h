@@ -41,7 +41,9 @@ int topic_tree_add(struct topic_tree *t, const char *filter, size_t len, void *o
  * 0, 0 if others remain, ERR_NOT_FOUND if owner had no such subscription. */
 int topic_tree_remove(struct topic_tree *t, const char *filter, size_t len, void *owner);
 
-/* Calls cb for each match of topic (a valid topic name). eligible may be NULL. */
+/* Calls cb for each match of topic (a valid topic name). eligible may be NULL. Does not
+ * allocate once warm. cb and eligible must not add or remove subscriptions on t; a nested
+ * topic_tree_match from inside cb is fine. */
 void topic_tree_match(struct topic_tree *t, const char *topic, size_t len,
                       topic_tree_eligible_cb eligible, topic_tree_match_cb cb, void *ctx);
 
