@@ -96,10 +96,53 @@ void broker_flush_later(struct broker *b, struct conn *c)
     b->flush_head = c;
 }
 
+void broker_resume_publishers(struct broker *b)
+{
+    /* Take the list first: a resumed publisher may congest someone again and be re-paused,
+     * and then the rest must stay paused too. */
+    struct conn *c = b->paused;
+    b->paused = NULL;
+    while (c) {
+        struct conn *next = c->paused_next;
+        c->paused_next = NULL;
+        if (b->n_congested == 0) {
+            conn_resume(c);
+            conn_unref(c);
+        } else {
+            c->paused_next = b->paused;
+            b->paused = c;
+        }
+        c = next;
+    }
+}
+
+/* A congested consumer that acknowledges nothing for this long stops holding publishers back;
+ * its own queue limit applies from then on. */
+#define BROKER_CONGESTION_GIVEUP_MS 1000u
+
+static void check_congestion(struct broker *b, uint64_t now)
+{
+    struct session *s = b->congested;
+    while (s) {
+        struct session *next = s->cong_next;
+        if (now - s->progress_ms > BROKER_CONGESTION_GIVEUP_MS) {
+            log_ratelimited(LOG_LEVEL_WARN, "flow",
+                            "slow consumer no longer holds publishers "
+                            "client_id_len=%zu queued=%u",
+                            s->client_id_len, s->q_len);
+            session_uncongest(s);
+            s->is_flow_exempt = true;
+        }
+        s = next;
+    }
+}
+
 static void on_prepare(uv_prepare_t *h)
 {
     struct broker *b = container_of(h, struct broker, prepare);
 
+    if (b->paused && b->n_congested == 0)
+        broker_resume_publishers(b);
     /* Flushing can queue more output (a close after a failed write); loop until quiet. */
     while (b->flush_head) {
         struct conn *c = b->flush_head;
@@ -122,6 +165,7 @@ static void on_tick(uv_timer_t *t)
     clock_refresh();
     uint64_t now = clock_now_ms();
     keepalive_advance(&b->wheel, now);
+    check_congestion(b, now);
     uint32_t iv = b->conf->sys_interval_s;
     if (iv > 0 && now - b->last_sys_ms >= (uint64_t)iv * 1000u) {
         b->last_sys_ms = now;
@@ -218,6 +262,13 @@ void broker_stop(struct broker *b)
 
 void broker_free(struct broker *b)
 {
+    while (b->paused) {
+        struct conn *c = b->paused;
+        b->paused = c->paused_next;
+        c->paused_next = NULL;
+        conn_unref(c);
+    }
+    broker_resume_publishers(b);
     while (b->flush_head) {
         struct conn *c = b->flush_head;
         b->flush_head = c->flush_next;

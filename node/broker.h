@@ -70,6 +70,12 @@ struct broker {
     const struct session *match_from; /* publisher, for no-local */
     struct msg *match_msg;
 
+    /* Flow control: while a subscriber is congested, the publishers feeding it are paused. */
+    struct conn *publisher;    /* connection whose PUBLISH is being routed, if any */
+    struct conn *paused;       /* paused publishers, through conn->paused_next */
+    struct session *congested; /* congested sessions, through session->cong_next */
+    uint32_t n_congested;
+
     uint64_t started_ms;
     uint64_t last_sys_ms;
     bool stopping;
@@ -90,6 +96,9 @@ void broker_free(struct broker *b);
 struct session *broker_session_find(struct broker *b, const char *client_id, size_t len);
 void broker_session_insert(struct broker *b, struct session *s);
 void broker_session_remove(struct broker *b, struct session *s);
+
+/* Resumes every paused publisher (no subscriber is congested any more). */
+void broker_resume_publishers(struct broker *b);
 
 /* Queues c to be flushed before the loop next blocks. */
 void broker_flush_later(struct broker *b, struct conn *c);

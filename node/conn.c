@@ -173,7 +173,8 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
         handle_fail(c, ERR_PROTOCOL);
         return n;
     }
-    while (off < n && c->state != CONN_CLOSING) {
+    /* A paused publisher keeps its unprocessed bytes buffered until it is resumed. */
+    while (off < n && c->state != CONN_CLOSING && !c->is_paused) {
         struct codec_packet pkt;
         int rc = codec_decode(p + off, n - off, c->version, true, limit, &pkt);
         if (rc == CODEC_AGAIN)
@@ -281,9 +282,13 @@ static void on_write(uv_write_t *req, int status)
     free(w->segs);
     buf_free(&w->out);
     free(w);
+    if (c->s && (c->s->is_congested || c->s->is_flow_exempt))
+        session_flow_check(c->s);
     if (status < 0 && !c->has_closed)
         conn_close(c, status);
-    else if (c->close_after_flush && c->writes_pending == 0 && c->out_bytes == 0)
+    /* A failed write ends a closing connection too; otherwise close once the last write went. */
+    if (!c->has_closed && c->state == CONN_CLOSING &&
+        (status < 0 || (c->close_after_flush && c->writes_pending == 0 && c->out_bytes == 0)))
         do_close(c);
     conn_unref(c);
 }
@@ -309,6 +314,36 @@ static unsigned build_iov(struct conn *c, uv_buf_t *iov, unsigned cap)
         iov[n++] = uv_buf_init((char *)c->out.data + prev, (unsigned)(c->out.len - prev));
     }
     return n;
+}
+
+void conn_pause(struct conn *c)
+{
+    if (c->is_paused || c->state != CONN_ACTIVE)
+        return;
+    if (c->is_reading)
+        (void)uv_read_stop((uv_stream_t *)&c->tcp);
+    c->is_reading = false;
+    c->is_paused = true;
+    conn_ref(c);
+    c->paused_next = c->b->paused;
+    c->b->paused = c;
+}
+
+void conn_resume(struct conn *c)
+{
+    c->is_paused = false;
+    if (c->state != CONN_ACTIVE || c->has_closed)
+        return;
+    c->last_rx_ms = clock_now_ms(); /* time spent paused is not the client's silence */
+    if (buf_used(&c->in) > 0) {
+        size_t used = process(c, buf_head(&c->in), buf_used(&c->in));
+        buf_consume(&c->in, used);
+        if (buf_used(&c->in) == 0 || c->state == CONN_CLOSING)
+            buf_free(&c->in);
+    }
+    if (c->state == CONN_ACTIVE && !c->is_paused && !c->is_reading &&
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->is_reading = true;
 }
 
 void conn_flush(struct conn *c)
@@ -409,7 +444,8 @@ void conn_close(struct conn *c, int err)
     if (was_active && ALWAYS(b->stats.clients_connected > 0))
         b->stats.clients_connected--;
     conn_flush(c);
-    if (c->writes_pending == 0)
+    /* At shutdown the timing wheel no longer runs: what the kernel did not take is dropped. */
+    if (c->writes_pending == 0 || b->stopping)
         do_close(c);
     else {
         c->close_after_flush = true;

@@ -58,6 +58,8 @@ struct conn {
     bool is_reading;
     bool close_after_flush;
     bool has_closed; /* uv_close called */
+    bool is_paused;  /* reading stopped by flow control */
+    struct conn *paused_next;
     struct conn *flush_next;
     struct conn *next;
     struct conn *prev;
@@ -97,6 +99,11 @@ static inline size_t conn_backlog(const struct conn *c)
 {
     return c->out_bytes + c->inflight_bytes;
 }
+
+/* Flow control: stops reading from a publisher until broker_resume_publishers. */
+void conn_pause(struct conn *c);
+/* Restarts reading after a pause; harmless on a closing connection. */
+void conn_resume(struct conn *c);
 
 /* Writes everything queued. Called by the broker's prepare hook. */
 void conn_flush(struct conn *c);

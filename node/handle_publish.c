@@ -123,7 +123,9 @@ int handle_publish(struct conn *c, struct codec_packet *p)
         c->b->conf->max_inflight_messages)
         return ERR_RECEIVE_MAX;
     struct msg *m = build_msg(c, p, t, tlen);
+    b->publisher = c;
     router_publish(b, m, c->s);
+    b->publisher = NULL;
     msg_unref(&m);
     if (pub->qos > 0)
         send_ack(c, ack, pub->packet_id, 0);

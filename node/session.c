@@ -46,6 +46,7 @@ void session_destroy(struct session **sp)
     struct broker *b = s->b;
     if (NEVER(s->conn != NULL))
         s->conn = NULL;
+    session_uncongest(s);
     keepalive_cancel(&s->expiry);
     keepalive_cancel(&s->will_timer);
     msg_unref(&s->will);
@@ -91,6 +92,7 @@ void session_detach(struct session *s, int err)
     if (c)
         c->s = NULL;
     s->conn = NULL;
+    session_uncongest(s);
     session__will_detach(s, err);
     if (s->expiry_s == 0) {
         session_will_publish(s);

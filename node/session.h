@@ -94,6 +94,12 @@ struct session {
     struct keepalive_entry will_timer;
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
+    /* Flow control */
+    bool is_congested;
+    bool is_flow_exempt; /* gave up waiting for it; cleared when it acks again */
+    struct session *cong_next;
+    struct session *cong_prev;
+    uint64_t progress_ms; /* last ack or drained write while congested */
     uint32_t match_idx;
 };
 
@@ -122,6 +128,11 @@ void session_deliver(struct session *s, const struct session_dlv *d);
 int session_ack(struct session *s, uint16_t pid, uint8_t type);
 /* Sends as much of the queue as the window allows. */
 void session_pump(struct session *s);
+
+/* Flow control: re-evaluates congestion after acks or drained writes. */
+void session_flow_check(struct session *s);
+/* Ends congestion (detach, destroy, or a consumer that stopped making progress). */
+void session_uncongest(struct session *s);
 
 /* Incoming QoS 2: returns true if pid was already recorded (duplicate), else records it. */
 bool session_rx_qos2_seen(struct session *s, uint16_t pid);

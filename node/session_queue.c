@@ -20,6 +20,11 @@
 
 /* A QoS 0 message is dropped for a client with more than this many bytes unsent. */
 #define SESSION_QOS0_BACKLOG (4u * 1024u * 1024u)
+/* Flow control: a client this far behind (unsent bytes, or queue fill) pauses the publishers
+ * feeding it until it is back under the low marks. This keeps delivery lossless under load
+ * while memory stays bounded by the hard limits above and in the configuration. */
+#define SESSION_BACKLOG_HIGH (512u * 1024u)
+#define SESSION_BACKLOG_LOW  (128u * 1024u)
 
 void session__queue_free(struct session *s);
 void session__resend_inflight(struct session *s);
@@ -247,6 +252,60 @@ static bool send_new(struct session *s, struct session_dlv *d)
     return true;
 }
 
+static uint32_t queue_high(const struct session *s)
+{
+    uint32_t lim = s->b->conf->max_queued_messages;
+    return lim ? (lim + 1) / 2 : 1000;
+}
+
+static void congest(struct session *s)
+{
+    struct broker *b = s->b;
+    if (s->is_flow_exempt)
+        return;
+    if (!s->is_congested) {
+        s->is_congested = true;
+        s->progress_ms = clock_now_ms();
+        s->cong_prev = NULL;
+        s->cong_next = b->congested;
+        if (b->congested)
+            b->congested->cong_prev = s;
+        b->congested = s;
+        b->n_congested++;
+    }
+    if (b->publisher && b->publisher != s->conn)
+        conn_pause(b->publisher);
+}
+
+void session_uncongest(struct session *s)
+{
+    struct broker *b = s->b;
+    if (!s->is_congested)
+        return;
+    s->is_congested = false;
+    if (s->cong_prev)
+        s->cong_prev->cong_next = s->cong_next;
+    else
+        b->congested = s->cong_next;
+    if (s->cong_next)
+        s->cong_next->cong_prev = s->cong_prev;
+    s->cong_next = s->cong_prev = NULL;
+    /* Resumed in the prepare hook, once per pass, after all acks of this pass were seen. */
+    b->n_congested--;
+}
+
+void session_flow_check(struct session *s)
+{
+    if (!s->is_congested && !s->is_flow_exempt)
+        return;
+    s->progress_ms = clock_now_ms();
+    if (s->q_len <= queue_high(s) / 2 &&
+        (!s->conn || conn_backlog(s->conn) <= SESSION_BACKLOG_LOW)) {
+        session_uncongest(s);
+        s->is_flow_exempt = false; /* caught up: it may hold publishers back again */
+    }
+}
+
 void session_pump(struct session *s)
 {
     if (!s->conn)
@@ -255,6 +314,7 @@ void session_pump(struct session *s)
     struct session_dlv d;
     while (s->n_inflight < win && dequeue(s, &d))
         (void)send_new(s, &d);
+    session_flow_check(s);
 }
 
 void session_deliver(struct session *s, const struct session_dlv *d)
@@ -270,6 +330,8 @@ void session_deliver(struct session *s, const struct session_dlv *d)
             return;
         if (send_publish(s, d, 0, false) < 0)
             s->b->stats.pub_dropped++;
+        else if (conn_backlog(c) > SESSION_BACKLOG_HIGH)
+            congest(s);
         return;
     }
     if (c && c->state == CONN_ACTIVE && s->q_len == 0 && s->n_inflight < window_of(s)) {
@@ -281,6 +343,8 @@ void session_deliver(struct session *s, const struct session_dlv *d)
     if (!c && s->expiry_s == 0)
         return;
     (void)enqueue(s, d);
+    if (c && c->state == CONN_ACTIVE && s->q_len >= queue_high(s))
+        congest(s);
 }
 
 static void remove_inflight(struct session *s, uint32_t i)
@@ -296,6 +360,7 @@ int session_ack(struct session *s, uint16_t pid, uint8_t type)
         struct session_inflight *f = &s->inflight[i];
         if (f->pid != pid)
             continue;
+        s->is_flow_exempt = false;
         if (type == 0 || (type == CODEC_PUBACK && f->state == SESSION_WAIT_PUBACK) ||
             (type == CODEC_PUBCOMP && f->state == SESSION_WAIT_PUBCOMP)) {
             remove_inflight(s, i);
