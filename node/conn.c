@@ -105,24 +105,22 @@ void conn_accept(struct broker *b, struct listener *l, uv_stream_t *server)
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        char ip[48] = "?";
-        int port = 0;
         if (ss.ss_family == AF_INET) {
             struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            (void)uv_ip4_name(a, ip, sizeof(ip));
-            port = ntohs(a->sin_port);
+            memcpy(c->peer_ip, &a->sin_addr, 4);
+            c->peer_port = ntohs(a->sin_port);
         } else if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            (void)uv_ip6_name(a, ip, sizeof(ip));
-            port = ntohs(a->sin6_port);
+            memcpy(c->peer_ip, &a->sin6_addr, 16);
+            c->peer_port = ntohs(a->sin6_port);
+            c->peer_is_v6 = true;
         }
-        (void)snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
     }
     int32_t max = l->cl->max_connections;
     if (max >= 0 && l->n_conns > (uint32_t)max) {
         b->stats.connections_refused++;
         log_ratelimited(LOG_LEVEL_WARN, "conn", "max_connections reached port=%u peer=%s",
-                        l->cl->port, c->peer);
+                        l->cl->port, conn_log_peer(c));
         goto out_close;
     }
     if (b->stopping)
@@ -140,6 +138,30 @@ out_close:
     c->state = CONN_CLOSING;
     c->has_closed = true;
     uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static char *log_slot(void)
+{
+    static char bufs[4][80];
+    static unsigned next;
+    return bufs[next++ % 4];
+}
+
+const char *conn_log_id(const struct conn *c)
+{
+    char *out = log_slot();
+    if (!c->s)
+        return "-";
+    return log_escape(out, 80, c->s->client_id, c->s->client_id_len);
+}
+
+const char *conn_log_peer(const struct conn *c)
+{
+    char *out = log_slot();
+    char ip[48] = "?";
+    (void)uv_inet_ntop(c->peer_is_v6 ? AF_INET6 : AF_INET, c->peer_ip, ip, sizeof(ip));
+    (void)snprintf(out, 80, c->peer_is_v6 ? "[%s]:%u" : "%s:%u", ip, c->peer_port);
+    return out;
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out)
@@ -378,9 +400,12 @@ void conn_flush(struct conn *c)
     }
     c->b->stats.bytes_sent += total;
     if (done == total) {
+        /* An idle connection keeps no output storage either. */
         release_segs(c->segs, c->n_segs);
-        c->n_segs = 0;
-        buf_reset(&c->out);
+        free(c->segs);
+        c->segs = NULL;
+        c->n_segs = c->cap_segs = 0;
+        buf_free(&c->out);
         c->out_bytes = 0;
         if (iov != stack)
             free(iov);
@@ -437,8 +462,8 @@ void conn_close(struct conn *c, int err)
     if (c->s) {
         struct session *s = c->s;
         if (b->conf->connection_messages)
-            log_info("conn", "client disconnected client_id=%s peer=%s rc=%s", c->client_id_log,
-                     c->peer, err == 0 ? "disconnect" : err_str(err));
+            log_info("conn", "client disconnected client_id=%s peer=%s rc=%s", conn_log_id(c),
+                     conn_log_peer(c), err == 0 ? "disconnect" : err_str(err));
         session_detach(s, err);
     }
     if (was_active && ALWAYS(b->stats.clients_connected > 0))
@@ -460,7 +485,7 @@ static void on_timer(struct keepalive_entry *e, uint64_t now_ms)
     switch (c->state) {
     case CONN_NEW:
     case CONN_CONNECTING:
-        log_ratelimited(LOG_LEVEL_INFO, "conn", "no CONNECT in time peer=%s", c->peer);
+        log_ratelimited(LOG_LEVEL_INFO, "conn", "no CONNECT in time peer=%s", conn_log_peer(c));
         conn_close(c, ERR_TIMEOUT);
         break;
     case CONN_ACTIVE: {
@@ -469,7 +494,7 @@ static void on_timer(struct keepalive_entry *e, uint64_t now_ms)
             break;
         if (now_ms - c->last_rx_ms >= limit) {
             log_ratelimited(LOG_LEVEL_INFO, "conn", "keepalive timeout client_id=%s peer=%s",
-                            c->client_id_log, c->peer);
+                            conn_log_id(c), conn_log_peer(c));
             handle_fail(c, ERR_KEEPALIVE);
         } else {
             keepalive_arm(&c->b->wheel, &c->ka, c->last_rx_ms + limit, on_timer);

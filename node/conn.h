@@ -78,9 +78,16 @@ struct conn {
     char **alias_out;       /* alias_max_out entries: topic per alias slot */
     bool request_problem_info;
     int disconnect_reason; /* err code that caused a close, for logging */
-    char client_id_log[64];
-    char peer[64];
+    /* Peer address, kept compact and formatted only when a line is logged. */
+    uint8_t peer_ip[16];
+    uint16_t peer_port;
+    bool peer_is_v6;
 };
+
+/* For log lines: the client id (escaped) and the peer address. Each returns one of a few
+ * rotating static buffers, so a line may use several. */
+const char *conn_log_id(const struct conn *c);
+const char *conn_log_peer(const struct conn *c);
 
 /* Accepts a pending connection on server for listener l. Errors are logged; nothing is
  * returned because the accept callback has nothing to undo. */

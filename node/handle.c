@@ -117,7 +117,7 @@ void handle_fail(struct conn *c, int err)
     }
     if (err != ERR_SHUTTING_DOWN && err != ERR_TAKEN_OVER)
         log_ratelimited(LOG_LEVEL_INFO, "handle", "closing client_id=%s peer=%s rc=%s",
-                        c->client_id_log, c->peer, err_str(err));
+                        conn_log_id(c), conn_log_peer(c), err_str(err));
     conn_close(c, err);
 }
 

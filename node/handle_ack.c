@@ -29,6 +29,6 @@ int handle_ack(struct conn *c, struct codec_packet *p)
     }
     if (session_ack(c->s, pid, (uint8_t)p->type) < 0)
         log_ratelimited(LOG_LEVEL_DEBUG, "handle", "ack for unknown packet id client_id=%s pid=%u",
-                        c->client_id_log, pid);
+                        conn_log_id(c), pid);
     return 0;
 }

@@ -119,9 +119,7 @@ static void apply_v5_limits(struct conn *c, const struct codec_props *pr)
     c->alias_max_out = amax > CONNECT_MAX_ALIAS_OUT ? CONNECT_MAX_ALIAS_OUT : amax;
     if (c->alias_max_out)
         c->alias_out = xcalloc(c->alias_max_out, sizeof(char *));
-    c->alias_max_in = (uint16_t)c->b->conf->max_topic_alias;
-    if (c->alias_max_in)
-        c->alias_in = xcalloc(c->alias_max_in, sizeof(char *));
+    c->alias_max_in = (uint16_t)c->b->conf->max_topic_alias; /* table made on first use */
 }
 
 static uint32_t session_expiry_of(const struct conn *c, const struct codec_connect *k,
@@ -162,7 +160,6 @@ int handle_connect(struct conn *c, struct codec_packet *p)
         id = assigned = idbuf;
         idlen = strlen(idbuf);
     }
-    (void)log_escape(c->client_id_log, sizeof(c->client_id_log), id, idlen);
     rc = check_auth(c, k, &p->props);
     if (rc < 0)
         return rc;
@@ -182,7 +179,7 @@ int handle_connect(struct conn *c, struct codec_packet *p)
     if (s && s->conn) {
         struct conn *old = s->conn;
         log_info("conn", "client id taken over client_id=%s old_peer=%s new_peer=%s",
-                 c->client_id_log, old->peer, c->peer);
+                 conn_log_id(old), conn_log_peer(old), conn_log_peer(c));
         handle_fail(old, ERR_TAKEN_OVER);
         s = broker_session_find(b, id, idlen); /* detach may have ended it */
     }
@@ -211,7 +208,7 @@ int handle_connect(struct conn *c, struct codec_packet *p)
     conn_keepalive_start(c);
     if (cf->connection_messages)
         log_info("conn", "client connected client_id=%s peer=%s version=%u clean=%d keepalive=%u",
-                 c->client_id_log, c->peer, k->version, k->clean_start, c->keepalive_s);
+                 conn_log_id(c), conn_log_peer(c), k->version, k->clean_start, c->keepalive_s);
     session_attach(s, c);
     return 0;
 }

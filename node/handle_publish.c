@@ -36,6 +36,8 @@ static int resolve_topic(struct conn *c, const struct codec_packet *p, const cha
     uint16_t a = p->props.topic_alias;
     if (a == 0 || a > c->alias_max_in)
         return ERR_TOPIC_ALIAS;
+    if (!c->alias_in)
+        c->alias_in = xcalloc(c->alias_max_in, sizeof(char *));
     if (*len) {
         free(c->alias_in[a - 1]);
         c->alias_in[a - 1] = xstrndup(*t, *len);

@@ -62,7 +62,7 @@ static uint8_t subscribe_one(struct conn *c, const struct codec_sub_entry *e, ui
     sub->is_shared = is_shared;
     sub->sub_id = sub_id;
     if (b->conf->connection_messages)
-        log_debug("sub", "subscribe client_id=%s filter_len=%zu qos=%u", c->client_id_log, len,
+        log_debug("sub", "subscribe client_id=%s filter_len=%zu qos=%u", conn_log_id(c), len,
                   e->qos);
     *out = sub;
     return e->qos;
