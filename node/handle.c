@@ -5,6 +5,7 @@
 #include "node/handle.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "node/codec.h"
 #include "node/conn.h"
@@ -87,6 +88,19 @@ static int v3_return_code(int err)
     }
 }
 
+/* MQTT 5 Reason String: CONNACK and DISCONNECT may always carry one; other packets only when
+ * the client did not turn Request Problem Information off. */
+void handle_reason_string(struct conn *c, struct codec_packet *p, int err)
+{
+    if (c->version != 5 ||
+        (!c->request_problem_info && p->type != CODEC_CONNACK && p->type != CODEC_DISCONNECT))
+        return;
+    const char *s = err_str(err);
+    p->props.has |= CODEC_BIT(CODEC_PROP_REASON_STRING);
+    p->props.reason_string.p = (const uint8_t *)s;
+    p->props.reason_string.len = (uint32_t)strlen(s);
+}
+
 void handle_fail(struct conn *c, int err)
 {
     struct codec_packet p = {0};
@@ -102,6 +116,7 @@ void handle_fail(struct conn *c, int err)
         if (code >= 0 && c->state != CONN_NEW) {
             p.type = CODEC_CONNACK;
             p.u.connack.reason = (uint8_t)code;
+            handle_reason_string(c, &p, err);
             c->version = v;
             (void)conn_send(c, &p);
         } else if (code >= 0 && err == ERR_UNSUPPORTED_VERSION) {
@@ -113,6 +128,7 @@ void handle_fail(struct conn *c, int err)
     } else if (c->version == CODEC_V5) {
         p.type = CODEC_DISCONNECT;
         p.u.disconnect.reason = handle_reason_code(err);
+        handle_reason_string(c, &p, err);
         (void)conn_send(c, &p);
     }
     if (err != ERR_SHUTTING_DOWN && err != ERR_TAKEN_OVER)

@@ -19,6 +19,9 @@ int handle_packet(struct conn *c, struct codec_packet *p);
  * v5 afterwards) and closes the connection. */
 void handle_fail(struct conn *c, int err);
 
+/* Adds a Reason String describing err to p when the protocol and the client allow it. */
+void handle_reason_string(struct conn *c, struct codec_packet *p, int err);
+
 /* MQTT 5 reason code for err. */
 uint8_t handle_reason_code(int err);
 

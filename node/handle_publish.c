@@ -16,12 +16,15 @@
 #include "node/router.h"
 #include "node/session.h"
 
-static void send_ack(struct conn *c, enum codec_type type, uint16_t pid, uint8_t reason)
+static void send_ack(struct conn *c, enum codec_type type, uint16_t pid, int err)
 {
     struct codec_packet p = {0};
     p.type = type;
     p.u.ack.packet_id = pid;
-    p.u.ack.reason = c->version == 5 ? reason : 0;
+    if (c->version == 5 && err < 0) {
+        p.u.ack.reason = handle_reason_code(err);
+        handle_reason_string(c, &p, err);
+    }
     (void)conn_send(c, &p);
 }
 
@@ -100,7 +103,7 @@ int handle_publish(struct conn *c, struct codec_packet *p)
         if (pub->qos == 2)
             (void)session_rx_qos2_release(c->s, pub->packet_id);
         if (pub->qos > 0)
-            send_ack(c, ack, pub->packet_id, 0x97);
+            send_ack(c, ack, pub->packet_id, ERR_QUOTA);
         return 0;
     }
     if (c->version == 5 && CODEC_HAS(&p->props, CODEC_PROP_PAYLOAD_FORMAT) &&
@@ -109,7 +112,7 @@ int handle_publish(struct conn *c, struct codec_packet *p)
             return ERR_PAYLOAD_FORMAT;
         if (pub->qos == 2)
             (void)session_rx_qos2_release(c->s, pub->packet_id);
-        send_ack(c, ack, pub->packet_id, 0x99);
+        send_ack(c, ack, pub->packet_id, ERR_PAYLOAD_FORMAT);
         return 0;
     }
 
@@ -118,7 +121,7 @@ int handle_publish(struct conn *c, struct codec_packet *p)
         if (pub->qos == 2)
             (void)session_rx_qos2_release(c->s, pub->packet_id);
         if (pub->qos > 0)
-            send_ack(c, ack, pub->packet_id, 0x87);
+            send_ack(c, ack, pub->packet_id, ERR_NOT_AUTHORIZED);
         return 0;
     }
     if (pub->qos == 2 && c->s->n_rx_qos2 > c->b->conf->max_inflight_messages &&
