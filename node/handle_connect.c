@@ -57,8 +57,8 @@ static int set_will(struct conn *c, struct session *s, const struct codec_connec
     uint8_t stackp[512];
     uint8_t *props = plen <= sizeof(stackp) ? stackp : xmalloc(plen);
     (void)codec_props_write(props, wp, CODEC_PROPS_FORWARD);
-    struct msg *m = msg_create(k->will_topic.p, k->will_topic.len, props, plen, k->will_payload.p,
-                               k->will_payload.len);
+    struct msg *m = msg_create(k->will_topic.p, k->will_topic.len, plen ? props : NULL, plen,
+                               k->will_payload.p, k->will_payload.len);
     if (props != stackp)
         free(props);
     m->qos = k->will_qos;

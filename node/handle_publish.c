@@ -66,7 +66,8 @@ static struct msg *build_msg(struct conn *c, const struct codec_packet *p, const
             props = xmalloc(plen);
         (void)codec_props_write(props, &p->props, CODEC_PROPS_FORWARD);
     }
-    struct msg *m = msg_create(t, tlen, props, plen, pub->payload.p, pub->payload.len);
+    struct msg *m =
+        msg_create(t, tlen, plen ? props : NULL, plen, pub->payload.p, pub->payload.len);
     if (props != stackp)
         free(props);
     m->qos = pub->qos;

@@ -98,6 +98,8 @@ void router_publish(struct broker *b, struct msg *m, const struct session *from)
     topic_tree_match(b->subs, m->topic, m->topic_len, is_online, on_match, b);
     /* Deliveries may not re-enter the router (wills are published from timers, not here), so
      * the match array is stable while we walk it. */
+    if (b->n_matches == 0 && m->topic[0] != '$')
+        b->stats.pub_unrouted++;
     for (size_t i = 0; i < b->n_matches; i++)
         session_deliver(b->matches[i].s, &b->matches[i].d);
     b->n_matches = 0;

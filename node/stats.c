@@ -51,6 +51,7 @@ void stats_publish_sys(struct broker *b)
     pub_u64(b, "$SYS/broker/publish/messages/received", st->pub_received);
     pub_u64(b, "$SYS/broker/publish/messages/sent", st->pub_sent);
     pub_u64(b, "$SYS/broker/publish/messages/dropped", st->pub_dropped);
+    pub_u64(b, "$SYS/broker/publish/messages/unrouted", st->pub_unrouted);
     pub_u64(b, "$SYS/broker/bytes/received", st->bytes_received);
     pub_u64(b, "$SYS/broker/bytes/sent", st->bytes_sent);
     pub_u64(b, "$SYS/broker/subscriptions/count", topic_tree_count(b->subs));

@@ -18,6 +18,7 @@ struct stats {
     uint64_t pub_received;  /* PUBLISH received */
     uint64_t pub_sent;      /* PUBLISH sent */
     uint64_t pub_dropped;   /* deliveries dropped (queue full, slow consumer, too large) */
+    uint64_t pub_unrouted;  /* PUBLISH that matched no subscription */
     uint64_t bytes_received;
     uint64_t bytes_sent;
     uint64_t connections_refused;
