@@ -129,7 +129,7 @@ static void check_congestion(struct broker *b, uint64_t now)
             log_ratelimited(LOG_LEVEL_WARN, "flow",
                             "slow consumer no longer holds publishers "
                             "client_id_len=%zu queued=%u",
-                            s->client_id_len, s->q_len);
+                            s->client_id_len, session_queued(s));
             session_uncongest(s);
             s->is_flow_exempt = true;
         }
@@ -281,7 +281,7 @@ void broker_free(struct broker *b)
         while (b->sess_buckets[i]) {
             struct session *s = b->sess_buckets[i];
             s->conn = NULL;
-            msg_unref(&s->will);
+            session_will_set(s, NULL, 0, false, 0, 0);
             session_destroy(&s);
         }
     }

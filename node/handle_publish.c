@@ -125,7 +125,7 @@ int handle_publish(struct conn *c, struct codec_packet *p)
             send_ack(c, ack, pub->packet_id, ERR_NOT_AUTHORIZED);
         return 0;
     }
-    if (pub->qos == 2 && c->s->n_rx_qos2 > c->b->conf->max_inflight_messages &&
+    if (pub->qos == 2 && c->s->q->n_rx_qos2 > c->b->conf->max_inflight_messages &&
         c->b->conf->max_inflight_messages)
         return ERR_RECEIVE_MAX;
     struct msg *m = build_msg(c, p, t, tlen);

@@ -48,8 +48,7 @@ void session_destroy(struct session **sp)
         s->conn = NULL;
     session_uncongest(s);
     keepalive_cancel(&s->expiry);
-    keepalive_cancel(&s->will_timer);
-    msg_unref(&s->will);
+    session_will_set(s, NULL, 0, false, 0, 0);
     for (uint32_t i = 0; i < s->n_subs; i++) {
         struct session_sub *sub = s->subs[i];
         if (b->subs)
@@ -59,7 +58,6 @@ void session_destroy(struct session **sp)
     }
     free(s->subs);
     session__queue_free(s);
-    free(s->rx_qos2);
     broker_session_remove(b, s);
     free(s->client_id);
     free(s);
@@ -81,7 +79,8 @@ void session_attach(struct session *s, struct conn *c)
     s->conn = c;
     c->s = s;
     keepalive_cancel(&s->expiry);
-    keepalive_cancel(&s->will_timer); /* a delayed will is cancelled by reconnecting */
+    if (s->will)
+        keepalive_cancel(&s->will->timer); /* a delayed will is cancelled by reconnecting */
     session__resend_inflight(s);
     session_pump(s);
 }
@@ -146,24 +145,33 @@ int session_sub_remove(struct session *s, const char *filter, size_t len)
     return 0;
 }
 
+struct session_q *session_q_get(struct session *s)
+{
+    if (!s->q)
+        s->q = xcalloc(1, sizeof(*s->q));
+    return s->q;
+}
+
 bool session_rx_qos2_seen(struct session *s, uint16_t pid)
 {
-    for (uint32_t i = 0; i < s->n_rx_qos2; i++)
-        if (s->rx_qos2[i] == pid)
+    struct session_q *q = session_q_get(s);
+    for (uint32_t i = 0; i < q->n_rx_qos2; i++)
+        if (q->rx_qos2[i] == pid)
             return true;
-    if (s->n_rx_qos2 == s->cap_rx_qos2) {
-        s->cap_rx_qos2 = s->cap_rx_qos2 ? s->cap_rx_qos2 * 2 : 4;
-        s->rx_qos2 = xrealloc(s->rx_qos2, s->cap_rx_qos2 * sizeof(*s->rx_qos2));
+    if (q->n_rx_qos2 == q->cap_rx_qos2) {
+        q->cap_rx_qos2 = q->cap_rx_qos2 ? q->cap_rx_qos2 * 2 : 4;
+        q->rx_qos2 = xrealloc(q->rx_qos2, q->cap_rx_qos2 * sizeof(*q->rx_qos2));
     }
-    s->rx_qos2[s->n_rx_qos2++] = pid;
+    q->rx_qos2[q->n_rx_qos2++] = pid;
     return false;
 }
 
 int session_rx_qos2_release(struct session *s, uint16_t pid)
 {
-    for (uint32_t i = 0; i < s->n_rx_qos2; i++) {
-        if (s->rx_qos2[i] == pid) {
-            s->rx_qos2[i] = s->rx_qos2[--s->n_rx_qos2];
+    struct session_q *q = s->q;
+    for (uint32_t i = 0; q && i < q->n_rx_qos2; i++) {
+        if (q->rx_qos2[i] == pid) {
+            q->rx_qos2[i] = q->rx_qos2[--q->n_rx_qos2];
             return 0;
         }
     }

@@ -52,6 +52,34 @@ struct session_inflight {
     uint8_t state;
 };
 
+/* A will, allocated only for clients that set one. */
+struct session_will {
+    struct session *s;
+    struct msg *m;
+    uint8_t qos;
+    bool retain;
+    uint32_t delay_s;
+    uint32_t expiry_s; /* message expiry to apply when published */
+    struct keepalive_entry timer;
+};
+
+/* QoS 1/2 delivery state: the outgoing window (in send order), the queue behind it and the
+ * incoming QoS 2 packet ids awaiting PUBREL. Allocated on first use, so that a client that
+ * only ever uses QoS 0 carries none of it. */
+struct session_q {
+    struct session_inflight *inflight;
+    uint32_t n_inflight;
+    uint32_t cap_inflight;
+    struct session_dlv *queue; /* ring */
+    uint32_t q_head;
+    uint32_t q_len;
+    uint32_t q_cap;
+    uint64_t q_bytes;
+    uint16_t *rx_qos2;
+    uint32_t n_rx_qos2;
+    uint32_t cap_rx_qos2;
+};
+
 struct session {
     struct broker *b;
     char *client_id;
@@ -69,29 +97,10 @@ struct session {
     uint32_t n_subs;
     uint32_t cap_subs;
 
-    /* Outgoing QoS 1/2 window (in send order) and the queue behind it. */
-    struct session_inflight *inflight;
-    uint32_t n_inflight;
-    uint32_t cap_inflight;
-    struct session_dlv *queue; /* ring */
-    uint32_t q_head;
-    uint32_t q_len;
-    uint32_t q_cap;
-    uint64_t q_bytes;
+    struct session_q *q; /* QoS 1/2 state, created on first use */
     uint16_t next_pid;
 
-    /* Incoming QoS 2 packet ids awaiting PUBREL. */
-    uint16_t *rx_qos2;
-    uint32_t n_rx_qos2;
-    uint32_t cap_rx_qos2;
-
-    /* Will */
-    struct msg *will;
-    uint8_t will_qos;
-    bool will_retain;
-    uint32_t will_delay_s;
-    uint32_t will_expiry_s; /* message expiry to apply when the will is published */
-    struct keepalive_entry will_timer;
+    struct session_will *will; /* NULL unless the client set a will */
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
     /* Flow control */
@@ -133,6 +142,14 @@ void session_pump(struct session *s);
 void session_flow_check(struct session *s);
 /* Ends congestion (detach, destroy, or a consumer that stopped making progress). */
 void session_uncongest(struct session *s);
+
+/* The QoS 1/2 state, created if missing. */
+struct session_q *session_q_get(struct session *s);
+/* Messages queued behind the window. */
+static inline uint32_t session_queued(const struct session *s)
+{
+    return s->q ? s->q->q_len : 0;
+}
 
 /* Incoming QoS 2: returns true if pid was already recorded (duplicate), else records it. */
 bool session_rx_qos2_seen(struct session *s, uint16_t pid);

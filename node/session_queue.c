@@ -167,8 +167,8 @@ static uint32_t window_of(const struct session *s)
 
 static bool pid_in_use(const struct session *s, uint16_t pid)
 {
-    for (uint32_t i = 0; i < s->n_inflight; i++)
-        if (s->inflight[i].pid == pid)
+    for (uint32_t i = 0; i < s->q->n_inflight; i++)
+        if (s->q->inflight[i].pid == pid)
             return true;
     return false;
 }
@@ -187,37 +187,37 @@ static uint16_t next_pid(struct session *s)
 static bool enqueue(struct session *s, const struct session_dlv *d)
 {
     const struct conf *cf = s->b->conf;
-    if ((cf->max_queued_messages && s->q_len >= cf->max_queued_messages) ||
-        (cf->max_queued_bytes && s->q_bytes + d->m->payload_len > cf->max_queued_bytes)) {
+    if ((cf->max_queued_messages && s->q->q_len >= cf->max_queued_messages) ||
+        (cf->max_queued_bytes && s->q->q_bytes + d->m->payload_len > cf->max_queued_bytes)) {
         s->b->stats.pub_dropped++;
         return false;
     }
-    if (s->q_len == s->q_cap) {
-        uint32_t ncap = s->q_cap ? s->q_cap * 2 : 8;
+    if (s->q->q_len == s->q->q_cap) {
+        uint32_t ncap = s->q->q_cap ? s->q->q_cap * 2 : 8;
         struct session_dlv *nq = xmalloc(ncap * sizeof(*nq));
-        for (uint32_t i = 0; i < s->q_len; i++)
-            nq[i] = s->queue[(s->q_head + i) % s->q_cap];
-        free(s->queue);
-        s->queue = nq;
-        s->q_cap = ncap;
-        s->q_head = 0;
+        for (uint32_t i = 0; i < s->q->q_len; i++)
+            nq[i] = s->q->queue[(s->q->q_head + i) % s->q->q_cap];
+        free(s->q->queue);
+        s->q->queue = nq;
+        s->q->q_cap = ncap;
+        s->q->q_head = 0;
     }
-    struct session_dlv *slot = &s->queue[(s->q_head + s->q_len) % s->q_cap];
+    struct session_dlv *slot = &s->q->queue[(s->q->q_head + s->q->q_len) % s->q->q_cap];
     *slot = *d;
     slot->m = msg_ref(d->m);
-    s->q_len++;
-    s->q_bytes += d->m->payload_len;
+    s->q->q_len++;
+    s->q->q_bytes += d->m->payload_len;
     return true;
 }
 
 static bool dequeue(struct session *s, struct session_dlv *out)
 {
-    if (s->q_len == 0)
+    if (s->q->q_len == 0)
         return false;
-    *out = s->queue[s->q_head];
-    s->q_head = (s->q_head + 1) % s->q_cap;
-    s->q_len--;
-    s->q_bytes -= out->m->payload_len;
+    *out = s->q->queue[s->q->q_head];
+    s->q->q_head = (s->q->q_head + 1) % s->q->q_cap;
+    s->q->q_len--;
+    s->q->q_bytes -= out->m->payload_len;
     return true;
 }
 
@@ -241,11 +241,11 @@ static bool send_new(struct session *s, struct session_dlv *d)
         msg_unref(&d->m);
         return true;
     }
-    if (s->n_inflight == s->cap_inflight) {
-        s->cap_inflight = s->cap_inflight ? s->cap_inflight * 2 : 4;
-        s->inflight = xrealloc(s->inflight, s->cap_inflight * sizeof(*s->inflight));
+    if (s->q->n_inflight == s->q->cap_inflight) {
+        s->q->cap_inflight = s->q->cap_inflight ? s->q->cap_inflight * 2 : 4;
+        s->q->inflight = xrealloc(s->q->inflight, s->q->cap_inflight * sizeof(*s->q->inflight));
     }
-    struct session_inflight *f = &s->inflight[s->n_inflight++];
+    struct session_inflight *f = &s->q->inflight[s->q->n_inflight++];
     f->d = *d;
     f->pid = pid;
     f->state = d->qos == 1 ? SESSION_WAIT_PUBACK : SESSION_WAIT_PUBREC;
@@ -299,7 +299,7 @@ void session_flow_check(struct session *s)
     if (!s->is_congested && !s->is_flow_exempt)
         return;
     s->progress_ms = clock_now_ms();
-    if (s->q_len <= queue_high(s) / 2 &&
+    if (session_queued(s) <= queue_high(s) / 2 &&
         (!s->conn || conn_backlog(s->conn) <= SESSION_BACKLOG_LOW)) {
         session_uncongest(s);
         s->is_flow_exempt = false; /* caught up: it may hold publishers back again */
@@ -310,10 +310,12 @@ void session_pump(struct session *s)
 {
     if (!s->conn)
         return;
-    uint32_t win = window_of(s);
-    struct session_dlv d;
-    while (s->n_inflight < win && dequeue(s, &d))
-        (void)send_new(s, &d);
+    if (s->q) {
+        uint32_t win = window_of(s);
+        struct session_dlv d;
+        while (s->q->n_inflight < win && dequeue(s, &d))
+            (void)send_new(s, &d);
+    }
     session_flow_check(s);
 }
 
@@ -334,30 +336,34 @@ void session_deliver(struct session *s, const struct session_dlv *d)
             congest(s);
         return;
     }
-    if (c && c->state == CONN_ACTIVE && s->q_len == 0 && s->n_inflight < window_of(s)) {
+    if (!c && s->expiry_s == 0)
+        return;
+    (void)session_q_get(s);
+    if (c && c->state == CONN_ACTIVE && s->q->q_len == 0 && s->q->n_inflight < window_of(s)) {
         struct session_dlv own = *d;
         own.m = msg_ref(d->m);
         (void)send_new(s, &own);
         return;
     }
-    if (!c && s->expiry_s == 0)
-        return;
     (void)enqueue(s, d);
-    if (c && c->state == CONN_ACTIVE && s->q_len >= queue_high(s))
+    if (c && c->state == CONN_ACTIVE && s->q->q_len >= queue_high(s))
         congest(s);
 }
 
 static void remove_inflight(struct session *s, uint32_t i)
 {
-    msg_unref(&s->inflight[i].d.m);
-    memmove(&s->inflight[i], &s->inflight[i + 1], (s->n_inflight - i - 1) * sizeof(*s->inflight));
-    s->n_inflight--;
+    msg_unref(&s->q->inflight[i].d.m);
+    memmove(&s->q->inflight[i], &s->q->inflight[i + 1],
+            (s->q->n_inflight - i - 1) * sizeof(*s->q->inflight));
+    s->q->n_inflight--;
 }
 
 int session_ack(struct session *s, uint16_t pid, uint8_t type)
 {
-    for (uint32_t i = 0; i < s->n_inflight; i++) {
-        struct session_inflight *f = &s->inflight[i];
+    if (!s->q)
+        return ERR_PACKET_ID_NOT_FOUND;
+    for (uint32_t i = 0; i < s->q->n_inflight; i++) {
+        struct session_inflight *f = &s->q->inflight[i];
         if (f->pid != pid)
             continue;
         s->is_flow_exempt = false;
@@ -383,8 +389,8 @@ int session_ack(struct session *s, uint16_t pid, uint8_t type)
 void session__resend_inflight(struct session *s)
 {
     uint64_t now = clock_now_ms();
-    for (uint32_t i = 0; i < s->n_inflight;) {
-        struct session_inflight *f = &s->inflight[i];
+    for (uint32_t i = 0; s->q && i < s->q->n_inflight;) {
+        struct session_inflight *f = &s->q->inflight[i];
         if (f->state == SESSION_WAIT_PUBCOMP) {
             send_pubrel(s, f->pid);
         } else if (msg_is_expired(f->d.m, now) || send_publish(s, &f->d, f->pid, true) < 0) {
@@ -397,14 +403,19 @@ void session__resend_inflight(struct session *s)
 
 void session__queue_free(struct session *s)
 {
-    for (uint32_t i = 0; i < s->n_inflight; i++)
-        msg_unref(&s->inflight[i].d.m);
-    free(s->inflight);
-    s->inflight = NULL;
-    s->n_inflight = 0;
+    if (!s->q)
+        return;
+    for (uint32_t i = 0; i < s->q->n_inflight; i++)
+        msg_unref(&s->q->inflight[i].d.m);
+    free(s->q->inflight);
+    s->q->inflight = NULL;
+    s->q->n_inflight = 0;
     struct session_dlv d;
     while (dequeue(s, &d))
         msg_unref(&d.m);
-    free(s->queue);
-    s->queue = NULL;
+    free(s->q->queue);
+    s->q->queue = NULL;
+    free(s->q->rx_qos2);
+    free(s->q);
+    s->q = NULL;
 }
