@@ -122,18 +122,19 @@ void broker_resume_publishers(struct broker *b)
 
 static void check_congestion(struct broker *b, uint64_t now)
 {
-    struct session *s = b->congested;
-    while (s) {
-        struct session *next = s->cong_next;
-        if (now - s->progress_ms > BROKER_CONGESTION_GIVEUP_MS) {
+    struct session_q *q = b->congested;
+    while (q) {
+        struct session_q *next = q->cong_next;
+        if (now - q->progress_ms > BROKER_CONGESTION_GIVEUP_MS) {
+            struct session *s = q->s;
             log_ratelimited(LOG_LEVEL_WARN, "flow",
-                            "slow consumer no longer holds publishers "
-                            "client_id_len=%zu queued=%u",
+                            "slow consumer no longer holds publishers client_id_len=%zu "
+                            "queued=%u",
                             s->client_id_len, session_queued(s));
             session_uncongest(s);
             s->is_flow_exempt = true;
         }
-        s = next;
+        q = next;
     }
 }
 

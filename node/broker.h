@@ -71,9 +71,9 @@ struct broker {
     struct msg *match_msg;
 
     /* Flow control: while a subscriber is congested, the publishers feeding it are paused. */
-    struct conn *publisher;    /* connection whose PUBLISH is being routed, if any */
-    struct conn *paused;       /* paused publishers, through conn->paused_next */
-    struct session *congested; /* congested sessions, through session->cong_next */
+    struct conn *publisher;      /* connection whose PUBLISH is being routed, if any */
+    struct conn *paused;         /* paused publishers, through conn->paused_next */
+    struct session_q *congested; /* congested sessions, through session_q->cong_next */
     uint32_t n_congested;
 
     uint64_t started_ms;

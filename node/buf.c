@@ -71,8 +71,10 @@ uint8_t *buf_reserve(struct buf *b, size_t n)
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < n)
         cap *= 2;
+    if (cap > UINT32_MAX)
+        oom(cap); /* callers bound sizes far below this; reaching it is a bug */
     b->data = xrealloc(b->data, cap);
-    b->cap = cap;
+    b->cap = (uint32_t)cap;
     return b->data + b->len;
 }
 

@@ -11,11 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 32-bit offsets keep the struct at 24 bytes (it is embedded twice in every connection); a
+ * buffer never holds more than one maximum-size MQTT packet plus a read's worth. */
 struct buf {
     uint8_t *data;
-    size_t off; /* first unread byte */
-    size_t len; /* end of written bytes */
-    size_t cap;
+    uint32_t off; /* first unread byte */
+    uint32_t len; /* end of written bytes */
+    uint32_t cap;
 };
 
 void *xmalloc(size_t n);

@@ -454,7 +454,6 @@ void conn_close(struct conn *c, int err)
     struct broker *b = c->b;
     bool was_active = c->state == CONN_ACTIVE;
     c->state = CONN_CLOSING;
-    c->disconnect_reason = err;
     if (c->is_reading) {
         (void)uv_read_stop((uv_stream_t *)&c->tcp);
         c->is_reading = false;

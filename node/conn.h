@@ -42,46 +42,43 @@ struct conn {
     struct broker *b;
     struct listener *l;
     struct session *s;
-    enum conn_state state;
-    uint8_t version;
-    uint32_t refs; /* the handle's own ref plus pending asynchronous requests */
 
     struct buf in;  /* only ever holds a partial packet */
     struct buf out; /* queued bytes not yet handed to the kernel */
     struct conn_seg *segs;
-    uint32_t n_segs;
-    uint32_t cap_segs;
     size_t out_bytes;      /* bytes in out plus payload segments */
     size_t inflight_bytes; /* bytes in uv_write requests not yet completed */
+    struct conn *flush_next;
+    struct conn *paused_next;
+    struct conn *next;
+    struct conn *prev;
+
+    struct keepalive_entry ka;
+    uint64_t last_rx_ms;
+
+    char **alias_in;     /* alias_max_in entries, made on first use */
+    char **alias_out;    /* alias_max_out entries: topic per alias slot */
+    uint8_t peer_ip[16]; /* peer address, formatted only when a line is logged */
+
+    uint32_t refs; /* the handle's own ref plus pending asynchronous requests */
+    uint32_t n_segs;
+    uint32_t cap_segs;
     uint32_t writes_pending;
+    uint32_t max_packet_out; /* MQTT 5 limit the client asked for; 0 = protocol maximum */
+    uint16_t keepalive_s;
+    uint16_t receive_max;
+    uint16_t alias_max_out; /* aliases we may send */
+    uint16_t alias_max_in;  /* aliases the client may send */
+    uint16_t peer_port;
+    uint8_t state; /* enum conn_state */
+    uint8_t version;
+    bool peer_is_v6;
+    bool request_problem_info;
     bool in_flush_list;
     bool is_reading;
     bool close_after_flush;
     bool has_closed; /* uv_close called */
     bool is_paused;  /* reading stopped by flow control */
-    struct conn *paused_next;
-    struct conn *flush_next;
-    struct conn *next;
-    struct conn *prev;
-
-    /* Keepalive */
-    struct keepalive_entry ka;
-    uint16_t keepalive_s;
-    uint64_t last_rx_ms;
-
-    /* MQTT 5 limits the client asked for */
-    uint32_t max_packet_out; /* 0 = protocol maximum */
-    uint16_t receive_max;
-    uint16_t alias_max_out; /* aliases we may send */
-    uint16_t alias_max_in;  /* aliases the client may send */
-    char **alias_in;        /* alias_max_in entries */
-    char **alias_out;       /* alias_max_out entries: topic per alias slot */
-    bool request_problem_info;
-    int disconnect_reason; /* err code that caused a close, for logging */
-    /* Peer address, kept compact and formatted only when a line is logged. */
-    uint8_t peer_ip[16];
-    uint16_t peer_port;
-    bool peer_is_v6;
 };
 
 /* For log lines: the client id (escaped) and the peer address. Each returns one of a few

@@ -47,7 +47,8 @@ void session_destroy(struct session **sp)
     if (NEVER(s->conn != NULL))
         s->conn = NULL;
     session_uncongest(s);
-    keepalive_cancel(&s->expiry);
+    if (s->q)
+        keepalive_cancel(&s->q->expiry);
     session_will_set(s, NULL, 0, false, 0, 0);
     for (uint32_t i = 0; i < s->n_subs; i++) {
         struct session_sub *sub = s->subs[i];
@@ -65,7 +66,7 @@ void session_destroy(struct session **sp)
 
 static void on_expiry(struct keepalive_entry *e, uint64_t now_ms)
 {
-    struct session *s = container_of(e, struct session, expiry);
+    struct session *s = container_of(e, struct session_q, expiry)->s;
     (void)now_ms;
     if (s->conn)
         return;
@@ -78,7 +79,8 @@ void session_attach(struct session *s, struct conn *c)
 {
     s->conn = c;
     c->s = s;
-    keepalive_cancel(&s->expiry);
+    if (s->q)
+        keepalive_cancel(&s->q->expiry);
     if (s->will)
         keepalive_cancel(&s->will->timer); /* a delayed will is cancelled by reconnecting */
     session__resend_inflight(s);
@@ -99,8 +101,8 @@ void session_detach(struct session *s, int err)
         return;
     }
     if (s->expiry_s != UINT32_MAX)
-        keepalive_arm(&s->b->wheel, &s->expiry, clock_now_ms() + (uint64_t)s->expiry_s * 1000u,
-                      on_expiry);
+        keepalive_arm(&s->b->wheel, &session_q_get(s)->expiry,
+                      clock_now_ms() + (uint64_t)s->expiry_s * 1000u, on_expiry);
 }
 
 static int find_sub(const struct session *s, const char *f, size_t len)
@@ -147,8 +149,10 @@ int session_sub_remove(struct session *s, const char *filter, size_t len)
 
 struct session_q *session_q_get(struct session *s)
 {
-    if (!s->q)
+    if (!s->q) {
         s->q = xcalloc(1, sizeof(*s->q));
+        s->q->s = s;
+    }
     return s->q;
 }
 

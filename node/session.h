@@ -67,6 +67,13 @@ struct session_will {
  * incoming QoS 2 packet ids awaiting PUBREL. Allocated on first use, so that a client that
  * only ever uses QoS 0 carries none of it. */
 struct session_q {
+    struct session *s;
+    struct keepalive_entry expiry; /* armed while a persistent session is offline */
+    /* Flow control: the broker's list of congested sessions, and when this one last made
+     * progress. */
+    struct session_q *cong_next;
+    struct session_q *cong_prev;
+    uint64_t progress_ms;
     struct session_inflight *inflight;
     uint32_t n_inflight;
     uint32_t cap_inflight;
@@ -91,7 +98,6 @@ struct session {
 
     /* Expiry: seconds after disconnect; UINT32_MAX = never; 0 = ends with the connection. */
     uint32_t expiry_s;
-    struct keepalive_entry expiry;
 
     struct session_sub **subs;
     uint32_t n_subs;
@@ -106,9 +112,6 @@ struct session {
     /* Flow control */
     bool is_congested;
     bool is_flow_exempt; /* gave up waiting for it; cleared when it acks again */
-    struct session *cong_next;
-    struct session *cong_prev;
-    uint64_t progress_ms; /* last ack or drained write while congested */
     uint32_t match_idx;
 };
 

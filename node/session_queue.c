@@ -264,13 +264,14 @@ static void congest(struct session *s)
     if (s->is_flow_exempt)
         return;
     if (!s->is_congested) {
+        struct session_q *q = session_q_get(s);
         s->is_congested = true;
-        s->progress_ms = clock_now_ms();
-        s->cong_prev = NULL;
-        s->cong_next = b->congested;
+        q->progress_ms = clock_now_ms();
+        q->cong_prev = NULL;
+        q->cong_next = b->congested;
         if (b->congested)
-            b->congested->cong_prev = s;
-        b->congested = s;
+            b->congested->cong_prev = q;
+        b->congested = q;
         b->n_congested++;
     }
     if (b->publisher && b->publisher != s->conn)
@@ -282,14 +283,15 @@ void session_uncongest(struct session *s)
     struct broker *b = s->b;
     if (!s->is_congested)
         return;
+    struct session_q *q = s->q;
     s->is_congested = false;
-    if (s->cong_prev)
-        s->cong_prev->cong_next = s->cong_next;
+    if (q->cong_prev)
+        q->cong_prev->cong_next = q->cong_next;
     else
-        b->congested = s->cong_next;
-    if (s->cong_next)
-        s->cong_next->cong_prev = s->cong_prev;
-    s->cong_next = s->cong_prev = NULL;
+        b->congested = q->cong_next;
+    if (q->cong_next)
+        q->cong_next->cong_prev = q->cong_prev;
+    q->cong_next = q->cong_prev = NULL;
     /* Resumed in the prepare hook, once per pass, after all acks of this pass were seen. */
     b->n_congested--;
 }
@@ -298,7 +300,7 @@ void session_flow_check(struct session *s)
 {
     if (!s->is_congested && !s->is_flow_exempt)
         return;
-    s->progress_ms = clock_now_ms();
+    session_q_get(s)->progress_ms = clock_now_ms();
     if (session_queued(s) <= queue_high(s) / 2 &&
         (!s->conn || conn_backlog(s->conn) <= SESSION_BACKLOG_LOW)) {
         session_uncongest(s);
