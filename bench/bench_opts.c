@@ -66,6 +66,7 @@ static const struct opt opts[] = {
     {0, "keyfile", OPT_STR, F(keyfile), 0, 0},
     {0, "payload-hdrs", OPT_HDRS, 0, 0, 0},
     {0, "duration", OPT_DOUBLE, F(duration_s), 0, 1e9},
+    {0, "idle-exit", OPT_DOUBLE, F(idle_exit_s), 0, 1e9},
     {0, "json", OPT_BOOL, F(json), 0, 0},
     {0, "quiet", OPT_BOOL, F(quiet), 0, 0},
     {0, "prefix", OPT_STR, F(prefix), 0, 0},
@@ -141,6 +142,7 @@ void bench_opts_usage(void *fp)
           "                              --keyfile (client certificate)\n"
           "  --payload-hdrs ts,cnt64     timestamp / sequence headers in the payload\n"
           "  --duration S                stop after S seconds\n"
+          "  --idle-exit S               sub: stop once nothing arrived for S seconds\n"
           "  --prefix P                  client ids are P_<mode>_<index>\n"
           "  --json                      final report as one JSON object on stdout\n"
           "  --quiet                     no progress lines\n",

@@ -44,9 +44,10 @@ struct bench_opts {
     const char *cacertfile;
     const char *certfile;
     const char *keyfile;
-    bool hdr_ts;       /* --payload-hdrs ts */
-    bool hdr_seq;      /* --payload-hdrs cnt64 */
-    double duration_s; /* 0 = until done or signalled */
+    bool hdr_ts;        /* --payload-hdrs ts */
+    bool hdr_seq;       /* --payload-hdrs cnt64 */
+    double duration_s;  /* 0 = until done or signalled */
+    double idle_exit_s; /* sub: stop once nothing arrived for this long (after a first message) */
     bool json;
     bool quiet;
     const char *prefix; /* client id prefix; NULL = "<hostname>_bench_<pid>" */

@@ -854,6 +854,10 @@ static void on_tick(uv_timer_t *t)
     struct run *r = container_of(t, struct run, tick_timer);
     take_sample(r);
     keepalive_sweep(r);
+    /* A subscriber that has drained what the broker buffered can stop without a fixed tail. */
+    if (r->o->idle_exit_s > 0 && r->st.recv > 0 &&
+        bench_payload_now_us() - r->st.recv_win.last_us >= (uint64_t)(r->o->idle_exit_s * 1e6))
+        run_stop(r);
 }
 
 static void on_duration(uv_timer_t *t)
