@@ -125,6 +125,15 @@ static void check_congestion(struct broker *b, uint64_t now)
     struct session_q *q = b->congested;
     while (q) {
         struct session_q *next = q->cong_next;
+        struct conn *c = q->s->conn;
+        if (c) {
+            /* The kernel taking part of a large pending write is progress too. */
+            uint64_t w = conn_bytes_written(c);
+            if (w != q->progress_bytes) {
+                q->progress_bytes = w;
+                q->progress_ms = now;
+            }
+        }
         if (now - q->progress_ms > BROKER_CONGESTION_GIVEUP_MS) {
             struct session *s = q->s;
             log_ratelimited(LOG_LEVEL_WARN, "flow",

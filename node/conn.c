@@ -338,6 +338,12 @@ static unsigned build_iov(struct conn *c, uv_buf_t *iov, unsigned cap)
     return n;
 }
 
+uint64_t conn_bytes_written(const struct conn *c)
+{
+    size_t pending = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    return c->bytes_handed - (pending < c->bytes_handed ? pending : c->bytes_handed);
+}
+
 void conn_pause(struct conn *c)
 {
     if (c->is_paused || c->state != CONN_ACTIVE)
@@ -443,6 +449,7 @@ void conn_flush(struct conn *c)
         return;
     }
     c->inflight_bytes += w->bytes;
+    c->bytes_handed += w->bytes;
     c->writes_pending++;
     conn_ref(c);
 }

@@ -48,6 +48,7 @@ struct conn {
     struct conn_seg *segs;
     size_t out_bytes;      /* bytes in out plus payload segments */
     size_t inflight_bytes; /* bytes in uv_write requests not yet completed */
+    uint64_t bytes_handed; /* total bytes ever given to uv_write */
     struct conn *flush_next;
     struct conn *paused_next;
     struct conn *next;
@@ -98,6 +99,10 @@ void conn_out_payload(struct conn *c, struct msg *m);
 /* Encodes a control packet into the output. Returns 0 or ERR_PACKET_TOO_LARGE when it exceeds
  * the client's maximum packet size (the packet is then not sent). */
 int conn_send(struct conn *c, const struct codec_packet *p);
+/* Total bytes the kernel has taken from uv_write requests so far, partial writes included:
+ * the progress measure of a slow consumer (a large request completes only at its end). */
+uint64_t conn_bytes_written(const struct conn *c);
+
 /* Bytes queued and in flight: the slow-consumer measure. */
 static inline size_t conn_backlog(const struct conn *c)
 {

@@ -74,6 +74,7 @@ struct session_q {
     struct session_q *cong_next;
     struct session_q *cong_prev;
     uint64_t progress_ms;
+    uint64_t progress_bytes; /* conn_bytes_written at the last check */
     struct session_inflight *inflight;
     uint32_t n_inflight;
     uint32_t cap_inflight;
