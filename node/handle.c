@@ -110,18 +110,12 @@ void handle_fail(struct conn *c, int err)
     if (c->state != CONN_ACTIVE) {
         /* No CONNACK yet: refuse the connection the way its protocol version expects. */
         uint8_t v = c->version ? c->version : CODEC_V311;
-        if (err == ERR_UNSUPPORTED_VERSION && c->version == 0)
-            v = CODEC_V311;
         int code = v == CODEC_V5 ? handle_reason_code(err) : v3_return_code(err);
-        if (code >= 0 && c->state != CONN_NEW) {
+        /* Before CONNECT was understood only a bad protocol level earns a CONNACK (3.1.1). */
+        if (code >= 0 && (c->state != CONN_NEW || err == ERR_UNSUPPORTED_VERSION)) {
             p.type = CODEC_CONNACK;
             p.u.connack.reason = (uint8_t)code;
             handle_reason_string(c, &p, err);
-            c->version = v;
-            (void)conn_send(c, &p);
-        } else if (code >= 0 && err == ERR_UNSUPPORTED_VERSION) {
-            p.type = CODEC_CONNACK;
-            p.u.connack.reason = v == CODEC_V5 ? 0x84 : 1;
             c->version = v;
             (void)conn_send(c, &p);
         }
