@@ -43,6 +43,8 @@ static const char *const names[] = {
     [ERR_TIMEOUT - ERR_BASE] = "timed out",
     [ERR_IO - ERR_BASE] = "i/o error",
     [ERR_CLOSED - ERR_BASE] = "closed",
+    [ERR_TLS - ERR_BASE] = "tls failure",
+    [ERR_WEBSOCKET - ERR_BASE] = "websocket failure",
 };
 
 const char *err_str(int rc)

@@ -51,6 +51,8 @@ enum err_code {
     ERR_TIMEOUT,
     ERR_IO,
     ERR_CLOSED,
+    ERR_TLS,       /* TLS handshake or record failure */
+    ERR_WEBSOCKET, /* WebSocket upgrade or framing failure */
     ERR_LAST
 };
 
