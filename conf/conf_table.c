@@ -16,15 +16,10 @@
 #include "node/err.h"
 #include "node/log.h"
 
-#define LATER_TLS     "TLS listeners arrive with TLS support"
-#define LATER_PASSWD  "password authentication arrives with TLS/auth support"
-#define LATER_ACL     "ACL files arrive with TLS/auth support"
-#define LATER_PREFIX  "client id prefixes arrive with TLS/auth support"
 #define LATER_CLUSTER "clustering arrives with cluster support"
 #define LATER_HTTP    "the metrics endpoint arrives with the HTTP listener"
 #define LATER_REDIS   "the Redis store arrives with cluster support"
-#define LATER_WS      "WebSocket listeners arrive with WebSocket support"
-#define LATER_PLS     "per-listener security settings arrive with TLS/auth support"
+#define NO_PLS        "security settings apply to every listener"
 
 static bool is_first(const struct conf__parser *p, const struct conf__directive *d)
 {
@@ -189,7 +184,7 @@ static int set_protocol(struct conf__parser *p, const struct conf__directive *d,
     if (strcmp(v, "mqtt") == 0)
         l->protocol = CONF_PROTO_MQTT;
     else if (strcmp(v, "websockets") == 0)
-        return conf__error(p, "%s: '%s' is not supported yet (%s)", d->name, v, LATER_WS);
+        l->protocol = CONF_PROTO_WEBSOCKETS;
     else
         return conf__error(p, "%s: '%s' is not a protocol (mqtt|websockets)", d->name, v);
     return 0;
@@ -291,7 +286,7 @@ static int set_per_listener_settings(struct conf__parser *p, const struct conf__
     (void)base;
     int rc = parse_bool(p, d, p->argv[1], &on);
     if (rc == 0 && on)
-        rc = conf__error(p, "%s: '%s' is not supported yet (%s)", d->name, p->argv[1], LATER_PLS);
+        rc = conf__error(p, "%s: '%s' is not supported (%s)", d->name, p->argv[1], NO_PLS);
     return rc;
 }
 
@@ -325,28 +320,26 @@ const struct conf__directive conf__directives[] = {
     {"listener", CONF__T_U32, G(listeners), 1, U16MAX, 1, 2, set_listener, NULL},
     {"protocol", CONF__T_WORD, L(protocol), 0, 0, 1, 1, set_protocol, NULL},
     {"max_connections", CONF__T_I32, L(max_connections), -1, I32MAX, 1, 1, NULL, NULL},
-    {"cafile", CONF__T_STRING, L(cafile), 0, 0, 1, 1, NULL, LATER_TLS},
-    {"capath", CONF__T_STRING, L(capath), 0, 0, 1, 1, NULL, LATER_TLS},
-    {"certfile", CONF__T_STRING, L(certfile), 0, 0, 1, 1, NULL, LATER_TLS},
-    {"keyfile", CONF__T_STRING, L(keyfile), 0, 0, 1, 1, NULL, LATER_TLS},
-    {"crlfile", CONF__T_STRING, L(crlfile), 0, 0, 1, 1, NULL, LATER_TLS},
-    {"require_certificate", CONF__T_BOOL, L(require_certificate), 0, 0, 1, 1, NULL, LATER_TLS},
-    {"use_identity_as_username", CONF__T_BOOL, L(use_identity_as_username), 0, 0, 1, 1, NULL,
-     LATER_TLS},
-    {"use_subject_as_username", CONF__T_BOOL, L(use_subject_as_username), 0, 0, 1, 1, NULL,
-     LATER_TLS},
-    {"tls_version", CONF__T_WORD, L(tls_version), 0, 0, 1, 1, NULL, LATER_TLS},
-    {"ciphers", CONF__T_WORD, L(ciphers), 0, 0, 1, 1, NULL, LATER_TLS},
-    {"ciphers_tls1.3", CONF__T_WORD, L(ciphers_tls13), 0, 0, 1, 1, NULL, LATER_TLS},
+    {"cafile", CONF__T_STRING, L(cafile), 0, 0, 1, 1, NULL, NULL},
+    {"capath", CONF__T_STRING, L(capath), 0, 0, 1, 1, NULL, NULL},
+    {"certfile", CONF__T_STRING, L(certfile), 0, 0, 1, 1, NULL, NULL},
+    {"keyfile", CONF__T_STRING, L(keyfile), 0, 0, 1, 1, NULL, NULL},
+    {"crlfile", CONF__T_STRING, L(crlfile), 0, 0, 1, 1, NULL, NULL},
+    {"require_certificate", CONF__T_BOOL, L(require_certificate), 0, 0, 1, 1, NULL, NULL},
+    {"use_identity_as_username", CONF__T_BOOL, L(use_identity_as_username), 0, 0, 1, 1, NULL, NULL},
+    {"use_subject_as_username", CONF__T_BOOL, L(use_subject_as_username), 0, 0, 1, 1, NULL, NULL},
+    {"tls_version", CONF__T_WORD, L(tls_version), 0, 0, 1, 1, NULL, NULL},
+    {"ciphers", CONF__T_WORD, L(ciphers), 0, 0, 1, 1, NULL, NULL},
+    {"ciphers_tls1.3", CONF__T_WORD, L(ciphers_tls13), 0, 0, 1, 1, NULL, NULL},
     /* Security */
     {"per_listener_settings", CONF__T_BOOL, NOFIELD, 0, 0, 1, 1, set_per_listener_settings, NULL},
     {"allow_anonymous", CONF__T_BOOL, G(allow_anonymous), 0, 0, 1, 1, NULL, NULL},
     {"allow_zero_length_clientid", CONF__T_BOOL, G(allow_zero_length_clientid), 0, 0, 1, 1, NULL,
      NULL},
     {"auto_id_prefix", CONF__T_WORD, G(auto_id_prefix), 0, 0, 1, 1, NULL, NULL},
-    {"password_file", CONF__T_STRING, G(password_file), 0, 0, 1, 1, NULL, LATER_PASSWD},
-    {"acl_file", CONF__T_STRING, G(acl_file), 0, 0, 1, 1, NULL, LATER_ACL},
-    {"clientid_prefixes", CONF__T_WORD, G(clientid_prefixes), 0, 0, 1, 1, NULL, LATER_PREFIX},
+    {"password_file", CONF__T_STRING, G(password_file), 0, 0, 1, 1, NULL, NULL},
+    {"acl_file", CONF__T_STRING, G(acl_file), 0, 0, 1, 1, NULL, NULL},
+    {"clientid_prefixes", CONF__T_WORD, G(clientid_prefixes), 0, 0, 1, 1, NULL, NULL},
     /* Limits */
     {"max_packet_size", CONF__T_U32, G(max_packet_size), 0, PKTMAX, 1, 1, NULL, NULL},
     {"message_size_limit", CONF__T_U32, G(message_size_limit), 0, PKTMAX, 1, 1, NULL, NULL},

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "conf/conf_int.h"
+#include "conf/conf_tls.h"
 #include "node/buf.h"
 #include "node/err.h"
 #include "node/log.h"
@@ -163,6 +164,51 @@ static void fill_late_defaults(struct conf__parser *p)
     }
 }
 
+static bool has_tls_setting(const struct conf_listener *l)
+{
+    return l->cafile || l->capath || l->keyfile || l->crlfile || l->tls_version || l->ciphers ||
+           l->ciphers_tls13 || l->require_certificate || l->use_identity_as_username ||
+           l->use_subject_as_username;
+}
+
+/* TLS settings must form a whole: a certificate with its key, and a CA for anything that
+ * checks client certificates. The files themselves are loaded here too, so `shoal -t` and
+ * start-up fail on the same errors. */
+static int check_tls(struct conf__parser *p)
+{
+    const struct conf *c = p->c;
+    char why[512];
+
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        const struct conf_listener *l = &c->listeners[i];
+        const struct conf__origin *o = &p->lorigin[i];
+        unsigned port = l->port;
+        if (!l->certfile && has_tls_setting(l))
+            return conf__error_at(p, o, "listener %u: TLS settings need certfile and keyfile",
+                                  port);
+        if (!l->certfile)
+            continue;
+        if (!l->keyfile)
+            return conf__error_at(p, o, "listener %u: certfile needs keyfile", port);
+        bool checks_clients = l->require_certificate || l->use_identity_as_username ||
+                              l->use_subject_as_username || l->crlfile;
+        if (checks_clients && !l->cafile && !l->capath)
+            return conf__error_at(p, o,
+                                  "listener %u: client certificates (require_certificate, "
+                                  "use_identity_as_username, use_subject_as_username, crlfile) "
+                                  "need cafile or capath",
+                                  port);
+        if (l->use_identity_as_username && l->use_subject_as_username)
+            return conf__error_at(p, o,
+                                  "listener %u: use_identity_as_username and "
+                                  "use_subject_as_username exclude each other",
+                                  port);
+        if (conf_tls_check(l, why, sizeof(why)) < 0)
+            return conf__error_at(p, o, "listener %u: %s", port, why);
+    }
+    return 0;
+}
+
 int conf__finish(struct conf__parser *p, int port_override)
 {
     int rc = make_listeners(p, port_override);
@@ -170,6 +216,8 @@ int conf__finish(struct conf__parser *p, int port_override)
         rc = check_duplicates(p);
     if (rc == 0)
         rc = check_limits(p);
+    if (rc == 0)
+        rc = check_tls(p);
     if (rc == 0)
         fill_late_defaults(p);
     return rc;

@@ -17,8 +17,10 @@
 #include "node/log.h"
 #include "node/msg.h"
 #include "node/retain.h"
+#include "node/security.h"
 #include "node/session.h"
 #include "node/signals.h"
+#include "node/tls.h"
 #include "node/topic_tree.h"
 #include "store/store.h"
 
@@ -236,6 +238,9 @@ int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c)
     rc = listener_start_all(b);
     if (rc < 0)
         return rc;
+    rc = security_start(b);
+    if (rc < 0)
+        return rc;
     (void)uv_prepare_init(loop, &b->prepare);
     (void)uv_prepare_start(&b->prepare, on_prepare);
     (void)uv_timer_init(loop, &b->tick);
@@ -254,6 +259,7 @@ void broker_stop(struct broker *b)
     b->stopping = true;
     log_info("broker", "shutting down");
     listener_close_all(b);
+    security_stop(b);
     for (struct conn *c = b->conns; c;) {
         struct conn *next = c->next;
         conn_ref(c);
@@ -301,8 +307,13 @@ void broker_free(struct broker *b)
     retain_destroy(&b->retained);
     free(b->matches);
     b->matches = NULL;
+    for (size_t i = 0; i < b->n_listeners; i++)
+        tls_ctx_destroy(&b->listeners[i].tls);
     free(b->listeners);
     b->listeners = NULL;
+    security_free(b);
+    for (size_t i = 0; i < sizeof(b->xbuf) / sizeof(b->xbuf[0]); i++)
+        buf_free(&b->xbuf[i]);
     free(b->scratch);
     b->scratch = NULL;
     conf_free(&b->conf);

@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "node/buf.h"
 #include "node/keepalive.h"
 #include "node/session.h"
 #include "node/stats.h"
@@ -24,6 +25,9 @@ struct listener;
 struct store;
 struct topic_tree;
 struct retain;
+struct auth;
+struct acl;
+struct security;
 
 #define BROKER_SCRATCH_SIZE (64u * 1024u)
 
@@ -61,6 +65,14 @@ struct broker {
 
     uint8_t *scratch; /* loop-wide read buffer lent to connections without partial data */
     bool scratch_busy;
+    struct buf xbuf[3];     /* transport work areas: between layers (0, 1) and plaintext (2) */
+    const uint8_t *cur_raw; /* encoded form of the packet being handled */
+    size_t cur_raw_len;
+
+    /* Security state, replaced as a whole by reloads (node/security.c). */
+    struct auth *auth; /* NULL without password_file */
+    struct acl *acl;   /* NULL without acl_file: everything is allowed */
+    struct security *sec;
 
     /* Router work area reused across publishes. */
     struct broker_match *matches;

@@ -21,6 +21,9 @@
 #include "node/log.h"
 #include "node/msg.h"
 #include "node/session.h"
+#include "node/tls.h"
+#include "node/ws.h"
+#include "node/xport.h"
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -54,6 +57,13 @@ void conn_ref(struct conn *c)
 
 static void conn_free(struct conn *c)
 {
+    if (c->xp) {
+        xport_destroy(&c->xp->ws);
+        xport_destroy(&c->xp->tls);
+        buf_free(&c->xp->raw_out);
+        free(c->xp);
+        c->xp = NULL;
+    }
     buf_free(&c->in);
     buf_free(&c->out);
     for (uint32_t i = 0; i < c->n_segs; i++)
@@ -127,6 +137,14 @@ void conn_accept(struct broker *b, struct listener *l, uv_stream_t *server)
         goto out_close;
     if (b->conf->set_tcp_nodelay)
         (void)uv_tcp_nodelay(&c->tcp, 1);
+    if (l->tls || l->cl->protocol == CONF_PROTO_WEBSOCKETS) {
+        const char *peer = conn_log_peer(c);
+        c->xp = xcalloc(1, sizeof(*c->xp));
+        if (l->tls)
+            c->xp->tls = tls_create(l->tls, peer);
+        if (l->cl->protocol == CONF_PROTO_WEBSOCKETS)
+            c->xp->ws = ws_create(peer);
+    }
     rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc < 0)
         goto out_close;
@@ -170,6 +188,14 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out)
     struct broker *b = c->b;
     (void)hint;
 
+    /* A transport turns raw reads into plaintext elsewhere, so raw bytes never go into `in`. */
+    if (c->xp) {
+        bool is_free = !b->scratch_busy;
+        b->scratch_busy = true;
+        *out = uv_buf_init(is_free ? (char *)b->scratch : xmalloc(BROKER_SCRATCH_SIZE),
+                           BROKER_SCRATCH_SIZE);
+        return;
+    }
     if (buf_used(&c->in) == 0 && !b->scratch_busy) {
         b->scratch_busy = true;
         *out = uv_buf_init((char *)b->scratch, BROKER_SCRATCH_SIZE);
@@ -195,8 +221,9 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
         handle_fail(c, ERR_PROTOCOL);
         return n;
     }
-    /* A paused publisher keeps its unprocessed bytes buffered until it is resumed. */
-    while (off < n && c->state != CONN_CLOSING && !c->is_paused) {
+    /* A paused publisher keeps its unprocessed bytes buffered until it is resumed, and so does
+     * a client whose CONNECT waits for its password check. */
+    while (off < n && c->state != CONN_CLOSING && c->state != CONN_CONNECTING && !c->is_paused) {
         struct codec_packet pkt;
         int rc = codec_decode(p + off, n - off, c->version, true, limit, &pkt);
         if (rc == CODEC_AGAIN)
@@ -205,12 +232,83 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
             handle_fail(c, rc);
             return n;
         }
+        c->b->cur_raw = p + off;
+        c->b->cur_raw_len = (size_t)rc;
         off += (size_t)rc;
         c->b->stats.msgs_received++;
         if (handle_packet(c, &pkt) < 0)
             return n;
     }
     return off;
+}
+
+/* Runs raw bytes up through the transport layers, into up. Bytes a layer must send back
+ * (handshake records, pongs, refusals) go to raw_out, through the layers below it. */
+static int xp_input(struct conn *c, const uint8_t *p, size_t n, struct buf *up)
+{
+    struct conn_xp *xp = c->xp;
+    int rc;
+
+    if (!xp->tls || !xp->ws) {
+        struct xport *x = xp->tls ? xp->tls : xp->ws;
+        return x->ops->input(x, p, n, up, &xp->raw_out);
+    }
+    struct buf *mid = &c->b->xbuf[0];
+    struct buf *back = &c->b->xbuf[1];
+    buf_reset(mid);
+    buf_reset(back);
+    rc = xp->tls->ops->input(xp->tls, p, n, mid, &xp->raw_out);
+    if (rc == 0 && buf_used(mid) > 0)
+        rc = xp->ws->ops->input(xp->ws, buf_head(mid), buf_used(mid), up, back);
+    if (buf_used(back) > 0) {
+        uv_buf_t v = uv_buf_init((char *)buf_head(back), (unsigned)buf_used(back));
+        int wrc = xp->tls->ops->output(xp->tls, &v, 1, &xp->raw_out);
+        if (rc == 0)
+            rc = wrc;
+    }
+    return rc;
+}
+
+/* Processes plaintext that arrived through transport layers. */
+static void process_plain(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (buf_used(&c->in) == 0) {
+        size_t used = process(c, p, n);
+        if (used < n && c->state != CONN_CLOSING)
+            buf_append(&c->in, p + used, n - used);
+        return;
+    }
+    buf_append(&c->in, p, n);
+    size_t used = process(c, buf_head(&c->in), buf_used(&c->in));
+    buf_consume(&c->in, used);
+}
+
+static void on_read_xp(struct conn *c, ssize_t nread, const uv_buf_t *buf)
+{
+    struct broker *b = c->b;
+    int rc = 0;
+
+    if (nread > 0 && c->state != CONN_CLOSING) {
+        struct buf *up = &b->xbuf[2];
+        buf_reset(up);
+        rc = xp_input(c, (const uint8_t *)buf->base, (size_t)nread, up);
+        if (buf_used(&c->xp->raw_out) > 0)
+            broker_flush_later(b, c);
+        if (rc == 0 && buf_used(up) > 0)
+            process_plain(c, buf_head(up), buf_used(up));
+    }
+    if (buf->base == (char *)b->scratch)
+        b->scratch_busy = false;
+    else
+        free(buf->base);
+    if (buf_used(&c->in) == 0 || c->state == CONN_CLOSING)
+        buf_free(&c->in);
+    if (rc < 0) {
+        c->xp->is_failed = true;
+        conn_close(c, rc);
+    } else if (nread < 0) {
+        conn_close(c, nread == UV_EOF ? ERR_CLOSED : (int)nread);
+    }
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -222,6 +320,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0) {
         b->stats.bytes_received += (uint64_t)nread;
         c->last_rx_ms = clock_now_ms();
+    }
+    if (c->xp) {
+        on_read_xp(c, nread, buf);
+        return;
     }
     if (from_scratch) {
         size_t used = nread > 0 ? process(c, b->scratch, (size_t)nread) : 0;
@@ -357,6 +459,13 @@ void conn_pause(struct conn *c)
     c->b->paused = c;
 }
 
+void conn_hold(struct conn *c)
+{
+    if (c->is_reading)
+        (void)uv_read_stop((uv_stream_t *)&c->tcp);
+    c->is_reading = false;
+}
+
 void conn_resume(struct conn *c)
 {
     c->is_paused = false;
@@ -374,9 +483,127 @@ void conn_resume(struct conn *c)
         c->is_reading = true;
 }
 
+/* Encodes iov[0..n) down through the transport layers into raw_out. */
+static int xp_output(struct conn *c, const uv_buf_t *iov, unsigned n)
+{
+    struct conn_xp *xp = c->xp;
+
+    if (!xp->tls || !xp->ws) {
+        struct xport *x = xp->tls ? xp->tls : xp->ws;
+        return x->ops->output(x, iov, n, &xp->raw_out);
+    }
+    struct buf *mid = &c->b->xbuf[0];
+    buf_reset(mid);
+    int rc = xp->ws->ops->output(xp->ws, iov, n, mid);
+    if (rc == 0) {
+        uv_buf_t v = uv_buf_init((char *)buf_head(mid), (unsigned)buf_used(mid));
+        rc = xp->tls->ops->output(xp->tls, &v, 1, &xp->raw_out);
+    }
+    return rc;
+}
+
+/* Appends the layers' graceful close (WebSocket close frame, then TLS close_notify). */
+static void xp_shutdown(struct conn *c)
+{
+    struct conn_xp *xp = c->xp;
+
+    if (xp->ws && xp->tls) {
+        struct buf *mid = &c->b->xbuf[0];
+        buf_reset(mid);
+        xp->ws->ops->shutdown(xp->ws, mid);
+        uv_buf_t v = uv_buf_init((char *)buf_head(mid), (unsigned)buf_used(mid));
+        if (v.len > 0)
+            (void)xp->tls->ops->output(xp->tls, &v, 1, &xp->raw_out);
+    } else if (xp->ws) {
+        xp->ws->ops->shutdown(xp->ws, &xp->raw_out);
+    }
+    if (xp->tls)
+        xp->tls->ops->shutdown(xp->tls, &xp->raw_out);
+}
+
+/* Hands raw_out to the socket: what the kernel takes now, the rest through uv_write. */
+static void write_raw(struct conn *c)
+{
+    struct buf *r = &c->xp->raw_out;
+    size_t total = buf_used(r);
+    size_t done = 0;
+
+    if (c->writes_pending == 0) {
+        uv_buf_t v = uv_buf_init((char *)buf_head(r), (unsigned)total);
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, &v, 1);
+        if (rc > 0)
+            done = (size_t)rc;
+        else if (rc < 0 && rc != UV_EAGAIN) {
+            buf_free(r);
+            conn_close(c, rc);
+            return;
+        }
+    }
+    if (done == total) {
+        buf_free(r);
+        return;
+    }
+    buf_consume(r, done);
+    struct conn_wreq *w = xcalloc(1, sizeof(*w));
+    w->c = c;
+    w->out = *r;
+    w->bytes = total - done;
+    memset(r, 0, sizeof(*r));
+    uv_buf_t v = uv_buf_init((char *)buf_head(&w->out), (unsigned)w->bytes);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &v, 1, on_write);
+    if (rc < 0) {
+        buf_free(&w->out);
+        free(w);
+        conn_close(c, rc);
+        return;
+    }
+    c->inflight_bytes += w->bytes;
+    c->bytes_handed += w->bytes;
+    c->writes_pending++;
+    conn_ref(c);
+}
+
+/* Flush of a transport connection: the payload is encoded (copied) into raw_out, so the
+ * message references are released at once. */
+static void flush_xp(struct conn *c)
+{
+    if (c->out_bytes > 0) {
+        uv_buf_t stack[CONN_STACK_IOV];
+        uv_buf_t *iov = stack;
+        unsigned n = build_iov(c, iov, CONN_STACK_IOV);
+        if (n == 0) {
+            iov = xmalloc((c->n_segs * 2 + 1) * sizeof(*iov));
+            n = build_iov(c, iov, c->n_segs * 2 + 1);
+        }
+        int rc = xp_output(c, iov, n);
+        if (iov != stack)
+            free(iov);
+        c->b->stats.bytes_sent += c->out_bytes;
+        release_segs(c->segs, c->n_segs);
+        free(c->segs);
+        c->segs = NULL;
+        c->n_segs = c->cap_segs = 0;
+        buf_free(&c->out);
+        c->out_bytes = 0;
+        if (rc < 0) {
+            c->xp->is_failed = true;
+            conn_close(c, rc);
+            return;
+        }
+    }
+    if (buf_used(&c->xp->raw_out) > 0)
+        write_raw(c);
+}
+
 void conn_flush(struct conn *c)
 {
-    if (c->out_bytes == 0 || c->has_closed)
+    if (c->has_closed)
+        return;
+    if (c->xp) {
+        flush_xp(c);
+        return;
+    }
+    if (c->out_bytes == 0)
         return;
     uv_buf_t stack[CONN_STACK_IOV];
     uv_buf_t *iov = stack;
@@ -475,6 +702,10 @@ void conn_close(struct conn *c, int err)
     if (was_active && ALWAYS(b->stats.clients_connected > 0))
         b->stats.clients_connected--;
     conn_flush(c);
+    if (c->xp && !c->xp->is_failed && !c->has_closed) {
+        xp_shutdown(c);
+        conn_flush(c);
+    }
     /* At shutdown the timing wheel no longer runs: what the kernel did not take is dropped. */
     if (c->writes_pending == 0 || b->stopping)
         do_close(c);

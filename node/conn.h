@@ -24,12 +24,21 @@ struct listener;
 struct session;
 struct msg;
 struct codec_packet;
+struct xport;
 
 enum conn_state {
     CONN_NEW = 0,    /* waiting for CONNECT */
     CONN_CONNECTING, /* CONNECT received, asynchronous steps pending */
     CONN_ACTIVE,     /* CONNACK sent */
     CONN_CLOSING,    /* no more input is processed */
+};
+
+/* Transport layers of a TLS or WebSocket connection (NULL for plain TCP). */
+struct conn_xp {
+    struct xport *tls;
+    struct xport *ws;   /* above tls when both are set */
+    struct buf raw_out; /* encoded bytes for the socket, not yet handed to libuv */
+    bool is_failed;     /* a layer failed: no graceful close through it */
 };
 
 struct conn_seg {
@@ -46,6 +55,7 @@ struct conn {
     struct buf in;  /* only ever holds a partial packet */
     struct buf out; /* queued bytes not yet handed to the kernel */
     struct conn_seg *segs;
+    struct conn_xp *xp;    /* NULL on plain TCP */
     size_t out_bytes;      /* bytes in out plus payload segments */
     size_t inflight_bytes; /* bytes in uv_write requests not yet completed */
     uint64_t bytes_handed; /* total bytes ever given to uv_write */
@@ -111,7 +121,11 @@ static inline size_t conn_backlog(const struct conn *c)
 
 /* Flow control: stops reading from a publisher until broker_resume_publishers. */
 void conn_pause(struct conn *c);
-/* Restarts reading after a pause; harmless on a closing connection. */
+/* Stops reading without the flow-control bookkeeping: a CONNECT waits for its password check.
+ * conn_resume restarts it once the connection is active. */
+void conn_hold(struct conn *c);
+/* Restarts reading after a pause, first handling input buffered meanwhile; harmless on a
+ * closing connection. */
 void conn_resume(struct conn *c);
 
 /* Writes everything queued. Called by the broker's prepare hook. */

@@ -1,22 +1,29 @@
 /*
- * CONNECT: client id rules, anonymous access, keepalive negotiation, MQTT 5 limits, the will,
- * takeover of a live connection with the same client id, and session resume or creation.
+ * CONNECT: who the client is (certificate, user name and password, anonymous), client id
+ * rules, keepalive negotiation, MQTT 5 limits, the will, takeover of a live connection with the
+ * same client id, and session resume or creation. A password check runs on the thread pool:
+ * the connection stops reading meanwhile and keeps a copy of the encoded CONNECT, which is
+ * decoded again when the answer arrives, so nothing borrowed from the read buffer outlives it.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conf/conf.h"
+#include "node/auth.h"
 #include "node/broker.h"
 #include "node/clock.h"
 #include "node/codec.h"
 #include "node/conn.h"
 #include "node/err.h"
 #include "node/handle.h"
+#include "node/listener.h"
 #include "node/log.h"
 #include "node/msg.h"
 #include "node/session.h"
+#include "node/tls.h"
 #include "node/topic.h"
+#include "node/xport.h"
 
 #define CONNECT_MAX_ALIAS_OUT 64 /* aliases we use toward a client, whatever it allows */
 
@@ -32,14 +39,54 @@ static void assign_client_id(struct broker *b, char *out, size_t cap)
     out[n] = '\0';
 }
 
-static int check_auth(struct conn *c, const struct codec_connect *k, const struct codec_props *pr)
+#define CONNECT_NEEDS_PASSWORD 1
+
+/* A CONNECT waiting for its password check. */
+struct connect_wait {
+    struct conn *c;
+    uint8_t *raw; /* the encoded CONNECT */
+    size_t raw_len;
+};
+
+/*
+ * Who the client is. Sets *user (NULL when anonymous) from the listener's certificate mapping
+ * or the CONNECT's user name. Returns 0 when the client is admitted as is,
+ * CONNECT_NEEDS_PASSWORD when the password file must decide, or an error.
+ */
+static int identify(struct conn *c, const struct codec_connect *k, const struct codec_props *pr,
+                    char *cert, size_t cap, const char **user, size_t *ulen)
 {
     const struct conf *cf = c->b->conf;
+    const struct conf_listener *cl = c->l->cl;
+
+    *user = NULL;
+    *ulen = 0;
     if (k->version == CODEC_V5 && CODEC_HAS(pr, CODEC_PROP_AUTH_METHOD))
         return ERR_BAD_AUTH_METHOD;
-    if (!cf->allow_anonymous)
-        return ERR_NOT_AUTHORIZED; /* no password file support: as mosquitto 2 without one */
-    return 0;
+    if (cl->use_identity_as_username || cl->use_subject_as_username) {
+        /* The certificate is the identity; CONNECT's user name and password are not used. */
+        int n = c->xp && c->xp->tls ? tls_peer_username(c->xp->tls, cert, cap) : ERR_NOT_FOUND;
+        if (n <= 0)
+            return ERR_NOT_AUTHORIZED;
+        *user = cert;
+        *ulen = (size_t)n;
+        return 0;
+    }
+    if (!k->has_username)
+        return cf->allow_anonymous ? 0 : ERR_NOT_AUTHORIZED;
+    *user = (const char *)k->username.p;
+    *ulen = k->username.len;
+    if (c->b->auth)
+        return CONNECT_NEEDS_PASSWORD;
+    /* A user name nobody can verify counts only where anonymous clients are welcome. */
+    return cf->allow_anonymous ? 0 : ERR_NOT_AUTHORIZED;
+}
+
+static bool has_allowed_prefix(const struct conf *cf, const char *id, size_t idlen)
+{
+    const char *pre = cf->clientid_prefixes;
+    size_t n = pre ? strlen(pre) : 0;
+    return n == 0 || (idlen >= n && memcmp(id, pre, n) == 0);
 }
 
 static int set_will(struct conn *c, struct session *s, const struct codec_connect *k)
@@ -138,7 +185,8 @@ static uint32_t session_expiry_of(const struct conn *c, const struct codec_conne
     return e;
 }
 
-int handle_connect(struct conn *c, struct codec_packet *p)
+/* The rest of CONNECT once the client is admitted: user is its name (NULL = anonymous). */
+static int connect_finish(struct conn *c, struct codec_packet *p, const char *user, size_t ulen)
 {
     struct broker *b = c->b;
     const struct conf *cf = b->conf;
@@ -149,9 +197,6 @@ int handle_connect(struct conn *c, struct codec_packet *p)
     const char *assigned = NULL;
     int rc;
 
-    c->version = k->version;
-    c->state = CONN_CONNECTING;
-    c->receive_max = 65535;
     if (idlen == 0) {
         if ((k->version != CODEC_V5 && !k->clean_start) || k->version == CODEC_V31 ||
             !cf->allow_zero_length_clientid)
@@ -160,9 +205,8 @@ int handle_connect(struct conn *c, struct codec_packet *p)
         id = assigned = idbuf;
         idlen = strlen(idbuf);
     }
-    rc = check_auth(c, k, &p->props);
-    if (rc < 0)
-        return rc;
+    if (!has_allowed_prefix(cf, id, idlen))
+        return ERR_NOT_AUTHORIZED;
 
     bool server_ka = false;
     c->keepalive_s = k->keepalive;
@@ -191,6 +235,8 @@ int handle_connect(struct conn *c, struct codec_packet *p)
     if (!s)
         s = session_create(b, id, idlen);
     s->version = k->version;
+    free(s->username);
+    s->username = user ? xstrndup(user, ulen) : NULL;
     s->expiry_s = session_expiry_of(c, k, &p->props);
     rc = set_will(c, s, k);
     if (rc < 0) {
@@ -211,4 +257,74 @@ int handle_connect(struct conn *c, struct codec_packet *p)
                  conn_log_id(c), conn_log_peer(c), k->version, k->clean_start, c->keepalive_s);
     session_attach(s, c);
     return 0;
+}
+
+static void on_password_checked(void *ctx, int result)
+{
+    struct connect_wait *w = ctx;
+    struct conn *c = w->c;
+    struct codec_packet p;
+
+    if (c->state == CONN_CONNECTING && result == 0) {
+        int rc = codec_decode(w->raw, w->raw_len, 0, true, 0, &p);
+        if (NEVER(rc <= 0))
+            rc = ERR_MALFORMED;
+        else
+            rc = connect_finish(c, &p, (const char *)p.u.connect.username.p,
+                                p.u.connect.username.len);
+        if (rc < 0)
+            handle_fail(c, rc);
+        else
+            conn_resume(c); /* packets that arrived behind CONNECT */
+    } else if (c->state == CONN_CONNECTING) {
+        c->b->stats.auth_failures++;
+        log_ratelimited(LOG_LEVEL_INFO, "auth", "bad user name or password peer=%s",
+                        conn_log_peer(c));
+        handle_fail(c, result == ERR_CANCELED ? ERR_SHUTTING_DOWN : ERR_BAD_AUTH);
+    }
+    free(w->raw);
+    free(w);
+    conn_unref(c);
+}
+
+static int wait_for_password(struct conn *c, const struct codec_connect *k, const char *user,
+                             size_t ulen)
+{
+    struct broker *b = c->b;
+    struct connect_wait *w = xmalloc(sizeof(*w));
+    w->c = c;
+    w->raw_len = b->cur_raw_len;
+    w->raw = xmalloc(w->raw_len);
+    memcpy(w->raw, b->cur_raw, w->raw_len);
+    int rc = auth_check(b->loop, b->auth, user, ulen, k->password.p,
+                        k->has_password ? k->password.len : 0, on_password_checked, w);
+    if (rc < 0) {
+        free(w->raw);
+        free(w);
+        return ERR_SERVER_UNAVAILABLE;
+    }
+    conn_ref(c);
+    conn_hold(c);
+    return 0;
+}
+
+int handle_connect(struct conn *c, struct codec_packet *p)
+{
+    const struct codec_connect *k = &p->u.connect;
+    char cert[256];
+    const char *user;
+    size_t ulen;
+
+    c->version = k->version;
+    c->state = CONN_CONNECTING;
+    c->receive_max = 65535;
+    int rc = identify(c, k, &p->props, cert, sizeof(cert), &user, &ulen);
+    if (rc == CONNECT_NEEDS_PASSWORD)
+        return wait_for_password(c, k, user, ulen);
+    if (rc < 0) {
+        if (rc == ERR_NOT_AUTHORIZED)
+            c->b->stats.auth_failures++;
+        return rc;
+    }
+    return connect_finish(c, p, user, ulen);
 }

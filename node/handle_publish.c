@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "conf/conf.h"
+#include "node/acl.h"
 #include "node/broker.h"
 #include "node/clock.h"
 #include "node/codec.h"
@@ -117,8 +118,13 @@ int handle_publish(struct conn *c, struct codec_packet *p)
         return 0;
     }
 
-    /* $SYS belongs to the broker: clients may not publish into it (as mosquitto). */
-    if (tlen >= 4 && memcmp(t, "$SYS", 4) == 0 && (tlen == 4 || t[4] == '/')) {
+    /* $SYS belongs to the broker: clients may not publish into it (as mosquitto). A refused
+     * publish is acknowledged all the same, with reason 0x87 in MQTT 5; 3.1.1 has no way to
+     * say no, and a missing ack would only make the client send it again. */
+    bool is_sys = tlen >= 4 && memcmp(t, "$SYS", 4) == 0 && (tlen == 4 || t[4] == '/');
+    if (is_sys ||
+        (b->acl && !acl_check(b->acl, c->s->client_id, c->s->username, t, tlen, ACL_WRITE))) {
+        b->stats.acl_denied += !is_sys;
         if (pub->qos == 2)
             (void)session_rx_qos2_release(c->s, pub->packet_id);
         if (pub->qos > 0)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "conf/conf.h"
+#include "node/acl.h"
 #include "node/broker.h"
 #include "node/clock.h"
 #include "node/codec.h"
@@ -30,6 +31,9 @@ static void on_retained(void *ctx, struct msg *m)
 {
     struct replay *r = ctx;
     struct session_dlv d = {0};
+    const struct acl *acl = r->s->b->acl;
+    if (acl && !acl_check(acl, r->s->client_id, r->s->username, m->topic, m->topic_len, ACL_READ))
+        return;
     d.m = m;
     d.qos = m->qos < r->sub->qos ? m->qos : r->sub->qos;
     d.retain = true;
@@ -54,6 +58,12 @@ static uint8_t subscribe_one(struct conn *c, const struct codec_sub_entry *e, ui
     if (!topic_filter_valid(f, len))
         return c->version == 5 ? 0x8F : 0x80;
     bool is_shared = topic_share_split(f, len, &g, &glen, &inner, &ilen);
+    /* A shared subscription is judged by the filter inside it. */
+    if (b->acl && !acl_check(b->acl, c->s->client_id, c->s->username, is_shared ? inner : f,
+                             is_shared ? ilen : len, ACL_SUBSCRIBE)) {
+        b->stats.acl_denied++;
+        return c->version == 5 ? 0x87 : 0x80;
+    }
     struct session_sub *sub = session_sub_add(c->s, f, len, is_new);
     sub->qos = e->qos;
     sub->no_local = e->no_local;

@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "conf/conf_tls.h"
 #include "node/broker.h"
 #include "node/buf.h"
 #include "node/conn.h"
 #include "node/err.h"
 #include "node/log.h"
+#include "node/tls.h"
 
 static int reserve_fd = -1;
 
@@ -73,7 +75,9 @@ static int bind_one(struct listener *l, const char *host, bool is_optional)
         return rc;
     }
     l->n_tcp++;
-    log_info("listener", "listening bind=%s port=%u", host, port);
+    bool is_ws = l->cl->protocol == CONF_PROTO_WEBSOCKETS;
+    log_info("listener", "listening bind=%s port=%u transport=%s", host, port,
+             is_ws ? (l->tls ? "wss" : "ws") : (l->tls ? "tls" : "tcp"));
     return 0;
 }
 
@@ -90,6 +94,14 @@ int listener_start_all(struct broker *b)
         l->b = b;
         l->cl = &c->listeners[i];
         int rc;
+        if (conf_tls_enabled(l->cl)) {
+            char err[512];
+            l->tls = tls_ctx_create(l->cl, err, sizeof(err));
+            if (!l->tls) {
+                log_error("listener", "tls setup failed port=%u: %s", l->cl->port, err);
+                return ERR_INVALID;
+            }
+        }
         if (l->cl->bind)
             rc = bind_one(l, l->cl->bind, false);
         else if (c->local_only) {

@@ -12,6 +12,7 @@
 
 struct broker;
 struct conf_listener;
+struct tls_ctx;
 
 #define LISTENER_MAX_SOCKETS 2 /* local-only mode binds 127.0.0.1 and ::1 */
 
@@ -21,6 +22,7 @@ struct listener {
     uv_tcp_t tcp[LISTENER_MAX_SOCKETS];
     int n_tcp;
     uint32_t n_conns;
+    struct tls_ctx *tls; /* NULL on a plain listener */
 };
 
 /* Binds every configured listener into b->listeners. Returns 0, or a negative error after

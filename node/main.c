@@ -11,6 +11,7 @@
 #include "conf/conf.h"
 #include "node/broker.h"
 #include "node/log.h"
+#include "node/security.h"
 #include "node/signals.h"
 
 static void usage(FILE *f)
@@ -79,6 +80,11 @@ int main(int argc, char **argv)
     struct conf *c = conf_load(path, port, err, sizeof(err));
     if (!c) {
         fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (check_only && security_check(c, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        conf_free(&c);
         return 1;
     }
     if (check_only) {

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "node/acl.h"
 #include "node/broker.h"
 #include "node/buf.h"
 #include "node/clock.h"
@@ -100,8 +101,17 @@ void router_publish(struct broker *b, struct msg *m, const struct session *from)
      * the match array is stable while we walk it. */
     if (b->n_matches == 0 && m->topic[0] != '$')
         b->stats.pub_unrouted++;
-    for (size_t i = 0; i < b->n_matches; i++)
-        session_deliver(b->matches[i].s, &b->matches[i].d);
+    for (size_t i = 0; i < b->n_matches; i++) {
+        struct session *s = b->matches[i].s;
+        /* Once per receiving session, so a wildcard subscription never reaches a topic the
+         * client may not read. */
+        if (b->acl &&
+            !acl_check(b->acl, s->client_id, s->username, m->topic, m->topic_len, ACL_READ)) {
+            b->stats.acl_denied++;
+            continue;
+        }
+        session_deliver(s, &b->matches[i].d);
+    }
     b->n_matches = 0;
     b->match_msg = NULL;
     b->match_from = NULL;

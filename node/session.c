@@ -61,6 +61,8 @@ void session_destroy(struct session **sp)
     session__queue_free(s);
     broker_session_remove(b, s);
     free(s->client_id);
+    free(s->username);
+    s->username = NULL;
     free(s);
 }
 

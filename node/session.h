@@ -92,6 +92,7 @@ struct session {
     struct broker *b;
     char *client_id;
     size_t client_id_len;
+    char *username;        /* of the last connection, for the ACL; NULL when anonymous */
     uint64_t id;           /* unique per process, for no-local */
     struct session *hnext; /* session table chain */
     struct conn *conn;     /* NULL while offline */

@@ -7,6 +7,7 @@
 
 #include "node/broker.h"
 #include "node/log.h"
+#include "node/security.h"
 
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
@@ -17,11 +18,10 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 
 static void on_hup(uv_signal_t *h, int signum)
 {
-    (void)h;
     (void)signum;
-    /* Password, ACL, CRL and certificate files do not exist in this configuration model yet;
-     * the configuration itself is not reloadable (as with mosquitto's listeners). */
-    log_info("signals", "SIGHUP: nothing to reload");
+    /* Security files only: listeners and limits need a restart, as with mosquitto. */
+    log_info("signals", "SIGHUP: reloading password, acl, certificate and crl files");
+    security_reload(h->data);
 }
 
 int signals_start(struct broker *b)

@@ -22,6 +22,8 @@ struct stats {
     uint64_t bytes_received;
     uint64_t bytes_sent;
     uint64_t connections_refused;
+    uint64_t auth_failures; /* CONNECTs refused: bad password, anonymous, certificate */
+    uint64_t acl_denied;    /* publishes, subscriptions and deliveries the ACL refused */
 };
 
 /* Publishes the $SYS topics as retained messages through the router. */

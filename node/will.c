@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "node/acl.h"
 #include "node/broker.h"
 #include "node/buf.h"
 #include "node/clock.h"
@@ -58,7 +59,12 @@ void session_will_publish(struct session *s)
     if (expiry_s)
         m->expiry_ms = clock_now_ms() + (uint64_t)expiry_s * 1000u;
     m->origin = s->id;
-    router_publish(s->b, m, s);
+    /* Judged when it goes out, by the rules in force then, like any publish. */
+    const struct acl *acl = s->b->acl;
+    if (!acl || acl_check(acl, s->client_id, s->username, m->topic, m->topic_len, ACL_WRITE))
+        router_publish(s->b, m, s);
+    else
+        s->b->stats.acl_denied++;
     msg_unref(&m);
 }
 

@@ -67,7 +67,7 @@ class Broker:
     """One broker process. Attributes: host, port, ports (all listeners), config, proc."""
 
     def __init__(self, workdir, extra=(), listeners=1, args=(), name="broker",
-                 raw_config=None):
+                 raw_config=None, listener_opts=None):
         self.host = "127.0.0.1"
         self.workdir = str(workdir)
         self.name = name
@@ -80,6 +80,7 @@ class Broker:
         self.stderr_path = os.path.join(self.workdir, name + ".stderr")
         self.stdout_path = os.path.join(self.workdir, name + ".stdout")
         self.extra = list(extra)
+        self.listener_opts = listener_opts or []
         self.proc = None
         self.problems = []
         self.runs = 0
@@ -93,7 +94,8 @@ class Broker:
 
     def render(self):
         """Global lines first, then one listener block per port. Lines in extra that are
-        listener options (max_connections, protocol) go under the first listener."""
+        listener options (max_connections, protocol) go under the first listener.
+        listener_opts[i], a list of lines, goes under listener i."""
         per_listener = ("max_connections", "protocol")
         if self.is_mosquitto:  # a listener option in mosquitto, global in shoal
             per_listener += ("max_topic_alias",)
@@ -107,6 +109,8 @@ class Broker:
             lines.append("listener %d %s" % (p, self.host))
             if i == 0:
                 lines += local
+            if i < len(self.listener_opts):
+                lines += self.listener_opts[i]
         return "\n".join(lines) + "\n"
 
     def start(self):

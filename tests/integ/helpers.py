@@ -54,7 +54,10 @@ class Client:
     """A paho client on its own network thread, with queued messages and bounded waits."""
 
     def __init__(self, broker, client_id=None, version=V311, clean=True, keepalive=60,
-                 will=None, username=None, password=None, port=None):
+                 will=None, username=None, password=None, port=None, transport="tcp",
+                 tls=None):
+        """tls: None, or a dict for paho's tls_set (ca_certs, certfile, keyfile...).
+        transport: "tcp" or "websockets" (path /mqtt)."""
         self.broker = broker
         self.port = port or broker.port
         self.version = version
@@ -62,10 +65,15 @@ class Client:
         self.clean = clean
         self.keepalive = keepalive
         if version == V5:
-            self.c = mqtt.Client(self.client_id, protocol=V5, reconnect_on_failure=False)
+            self.c = mqtt.Client(self.client_id, protocol=V5, reconnect_on_failure=False,
+                                 transport=transport)
         else:
             self.c = mqtt.Client(self.client_id, clean_session=clean, protocol=version,
-                                 reconnect_on_failure=False)
+                                 reconnect_on_failure=False, transport=transport)
+        if transport == "websockets":
+            self.c.ws_set_options(path="/mqtt")
+        if tls is not None:
+            self.c.tls_set(**tls)
         if will:
             self.c.will_set(**will)
         if username is not None:

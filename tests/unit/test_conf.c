@@ -199,12 +199,22 @@ static void test_every_directive(void **state)
                              "connection_messages false\n"
                              "log_timestamp false\n"
                              "node_id node-a.1_x\n"
-                             "store memory\n");
+                             "store memory\n"
+                             "password_file /etc/shoal/passwd\n"
+                             "acl_file /etc/shoal/acl\n"
+                             "clientid_prefixes dev-\n"
+                             "listener 8080 127.0.0.1\n"
+                             "protocol websockets\n");
 
     assert_false(c->local_only);
-    assert_int_equal(c->n_listeners, 1);
+    assert_int_equal(c->n_listeners, 2);
     assert_int_equal(c->listeners[0].port, 8883);
     assert_string_equal(c->listeners[0].bind, "10.0.0.1");
+    assert_int_equal(c->listeners[0].protocol, CONF_PROTO_MQTT);
+    assert_int_equal(c->listeners[1].protocol, CONF_PROTO_WEBSOCKETS);
+    assert_string_equal(c->password_file, "/etc/shoal/passwd");
+    assert_string_equal(c->acl_file, "/etc/shoal/acl");
+    assert_string_equal(c->clientid_prefixes, "dev-");
     assert_false(c->listeners[0].is_default);
     assert_int_equal(c->listeners[0].max_connections, 500);
     assert_true(c->allow_anonymous);
@@ -408,21 +418,19 @@ static void test_errors(void **state)
         /* unknown */
         {"foo 1\n", ":1: unknown directive 'foo'"},
         {"\n\nFoo\n", ":3: unknown directive 'Foo'"},
-        /* reserved for later work */
-        {"# x\n\npassword_file /etc/shoal/passwd\n",
-         ":3: 'password_file' is not supported yet (password authentication arrives with "
-         "TLS/auth support)"},
-        {"acl_file /x\n", ":1: 'acl_file' is not supported yet (ACL files arrive with TLS/auth "
-                          "support)"},
-        {"clientid_prefixes a\n", ":1: 'clientid_prefixes' is not supported yet (client id "
-                                  "prefixes arrive with TLS/auth support)"},
-        {"listener 8883\ncafile /x\n",
-         ":2: 'cafile' is not supported yet (TLS listeners arrive with TLS support)"},
-        {"ciphers_tls1.3 X\n",
-         ":1: 'ciphers_tls1.3' is not supported yet (TLS listeners arrive with TLS support)"},
-        {"require_certificate true\n",
-         ":1: 'require_certificate' is not supported yet (TLS listeners arrive with TLS "
-         "support)"},
+        /* TLS settings must form a whole */
+        {"listener 8883\ncafile /x\n", ":1: listener 8883: TLS settings need certfile and keyfile"},
+        {"ciphers_tls1.3 X\n", ":1: listener 1883: TLS settings need certfile and keyfile"},
+        {"listener 8883\ncertfile /c\n", ":1: listener 8883: certfile needs keyfile"},
+        {"listener 8883\ncertfile /c\nkeyfile /k\nrequire_certificate true\n",
+         ":1: listener 8883: client certificates (require_certificate, use_identity_as_username, "
+         "use_subject_as_username, crlfile) need cafile or capath"},
+        {"listener 8883\ncertfile /c\nkeyfile /k\ncafile /a\nuse_identity_as_username "
+         "true\nuse_subject_as_username true\n",
+         ":1: listener 8883: use_identity_as_username and use_subject_as_username exclude each "
+         "other"},
+        {"listener 8883\ncertfile /nonexistent/server.crt\nkeyfile /nonexistent/server.key\n",
+         ":1: listener 8883: /nonexistent/server.crt: cannot read (No such file or directory)"},
         {"cluster_seeds a:1,b:2\n",
          ":1: 'cluster_seeds' is not supported yet (clustering arrives with cluster support)"},
         {"cluster_listener 7000\n",
@@ -432,12 +440,9 @@ static void test_errors(void **state)
         {"store redis://localhost:6379\n",
          ":1: store: 'redis://localhost:6379' is not supported yet (the Redis store arrives with "
          "cluster support)"},
-        {"listener 9001\nprotocol websockets\n",
-         ":2: protocol: 'websockets' is not supported yet (WebSocket listeners arrive with "
-         "WebSocket support)"},
         {"per_listener_settings true\n",
-         ":1: per_listener_settings: 'true' is not supported yet (per-listener security "
-         "settings arrive with TLS/auth support)"},
+         ":1: per_listener_settings: 'true' is not supported (security settings apply to every "
+         "listener)"},
         /* mosquitto directives shoal does not implement */
         {"persistence true\n", ":1: 'persistence' is a mosquitto directive that shoal does not "
                                "implement"},
