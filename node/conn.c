@@ -521,6 +521,25 @@ static void xp_shutdown(struct conn *c)
         xp->tls->ops->shutdown(xp->tls, &xp->raw_out);
 }
 
+/* Starts w (its buffers and segments) with uv_write and accounts for it; on failure frees w
+ * and closes the connection. */
+static void start_write(struct conn *c, struct conn_wreq *w, const uv_buf_t *iov, unsigned n)
+{
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, iov, n, on_write);
+    if (rc < 0) {
+        release_segs(w->segs, w->n_segs);
+        free(w->segs);
+        buf_free(&w->out);
+        free(w);
+        conn_close(c, rc);
+        return;
+    }
+    c->inflight_bytes += w->bytes;
+    c->bytes_handed += w->bytes;
+    c->writes_pending++;
+    conn_ref(c);
+}
+
 /* Hands raw_out to the socket: what the kernel takes now, the rest through uv_write. */
 static void write_raw(struct conn *c)
 {
@@ -550,17 +569,7 @@ static void write_raw(struct conn *c)
     w->bytes = total - done;
     memset(r, 0, sizeof(*r));
     uv_buf_t v = uv_buf_init((char *)buf_head(&w->out), (unsigned)w->bytes);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &v, 1, on_write);
-    if (rc < 0) {
-        buf_free(&w->out);
-        free(w);
-        conn_close(c, rc);
-        return;
-    }
-    c->inflight_bytes += w->bytes;
-    c->bytes_handed += w->bytes;
-    c->writes_pending++;
-    conn_ref(c);
+    start_write(c, w, &v, 1);
 }
 
 /* Flush of a transport connection: the payload is encoded (copied) into raw_out, so the
@@ -664,21 +673,9 @@ void conn_flush(struct conn *c)
     c->segs = NULL;
     c->n_segs = c->cap_segs = 0;
     c->out_bytes = 0;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, iov + first, n - first, on_write);
+    start_write(c, w, iov + first, n - first);
     if (iov != stack)
         free(iov);
-    if (rc < 0) {
-        release_segs(w->segs, w->n_segs);
-        free(w->segs);
-        buf_free(&w->out);
-        free(w);
-        conn_close(c, rc);
-        return;
-    }
-    c->inflight_bytes += w->bytes;
-    c->bytes_handed += w->bytes;
-    c->writes_pending++;
-    conn_ref(c);
 }
 
 void conn_close(struct conn *c, int err)
