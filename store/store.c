@@ -43,7 +43,7 @@ struct store {
     bool is_closing;
 };
 
-/* URL schemes. A NULL ops marks a scheme we know but do not support yet. */
+/* URL schemes. A NULL ops marks a scheme we know but do not support. */
 struct store_scheme {
     const char *prefix;
     bool is_exact;
@@ -53,7 +53,8 @@ struct store_scheme {
 
 static const struct store_scheme store_schemes[] = {
     {"memory", true, &store__memory_ops, NULL},
-    {"redis://", false, NULL, "redis store is not supported yet"},
+    {"redis://", false, &store__redis_ops, NULL},
+    {"rediss://", false, NULL, "rediss:// (Redis over TLS) is not supported"},
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -132,6 +133,23 @@ out_free:
     free(s->node_id);
     free(s);
     return rc;
+}
+
+uv_loop_t *store__loop(const struct store *s)
+{
+    return s->loop;
+}
+
+bool store_is_durable(const struct store *s)
+{
+    return s && s->ops->is_durable;
+}
+
+bool store_is_up(const struct store *s)
+{
+    if (!s || s->is_closing)
+        return false;
+    return !s->ops->is_up || s->ops->is_up(s->impl);
 }
 
 /* ---- requests ---------------------------------------------------------------------------- */
@@ -527,6 +545,19 @@ int store_retain_set(struct store *s, const char *topic, struct store_blob msg, 
     r = req_new(s, STORE__CB_DONE, ctx);
     r->cb.done = cb;
     rc = s->ops->retain_set(s->impl, r, topic, msg);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}
+
+int store_session_scan(struct store *s, store_retain_cb cb, void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    r = req_new(s, STORE__CB_RETAIN, ctx);
+    r->cb.retain = cb;
+    rc = s->ops->session_scan(s->impl, r);
     return rc < 0 ? req_abort(r, rc) : 0;
 }
 

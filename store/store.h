@@ -3,17 +3,18 @@
 
 /*
  * The session and retained-message store: one asynchronous interface, several backends
- * (memory now; redis later). Every request takes a callback and a context. Contract: a call
- * that returns an error never calls back; otherwise the callback runs exactly once, never from
- * inside the call (always from a later loop pass), with ERR_CANCELED if the store is destroyed
- * first. Byte blobs passed in are copied before the call returns; blobs passed to callbacks are
- * borrowed for the duration of the callback.
+ * (memory for a single node; redis, shared by a cluster). Every request takes a callback and a
+ * context. Contract: a call that returns an error never calls back; otherwise the callback runs
+ * exactly once, never from inside the call (always from a later loop pass), with ERR_CANCELED if
+ * the store is destroyed first. Byte blobs passed in are copied before the call returns; blobs
+ * passed to callbacks are borrowed for the duration of the callback.
  *
  * Keys: a session is named by its client id. Ownership is a registry entry (owner node, epoch)
  * claimed atomically; every session write carries the writer's epoch and is refused with
  * ERR_EXISTS when a newer epoch has claimed the client id since (fencing).
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,14 +41,28 @@ typedef void (*store_load_cb)(void *ctx, int rc, struct store_blob state,
 typedef void (*store_retain_cb)(void *ctx, int rc, const struct store_blob *msgs, size_t n);
 
 /*
- * Opens a store from its URL ("memory" or later "redis://..."). Returns 0 and sets *out, or
- * ERR_INVALID for an unknown or malformed URL (with a message in err).
+ * Opens a store from its URL: "memory", or "redis://[USER:PASS@]HOST[:PORT][/DB]" (port 6379 by
+ * default, database 0; USER and PASS may be %-escaped; without USER, AUTH sends the password
+ * alone). Returns 0 and sets *out, or ERR_INVALID for an unknown or malformed URL (with a
+ * message in err that never repeats the password). A redis store connects in the background:
+ * it opens even while the server is down. Until it is up, requests wait for it, each at most
+ * the command timeout (3 s) from when it was made, then fail with ERR_TIMEOUT. On a broken
+ * connection the requests already sent fail with ERR_IO (they may or may not have been applied);
+ * when the server rejects the password or database, requests fail with ERR_IO at once.
  */
 int store_create(uv_loop_t *loop, const char *url, const char *node_id, struct store **out,
                  char *err, size_t errlen);
 /* Cancels pending requests (their callbacks run with ERR_CANCELED on a later pass, so the
  * loop must run once more) and frees the store. Sets *s to NULL. */
 void store_destroy(struct store **s);
+
+/* Whether the store keeps its contents when this node restarts: true for redis, false for
+ * memory. false for NULL. Never calls back. */
+bool store_is_durable(const struct store *s);
+/* Whether the store can serve requests now: always for memory; for redis, while connected and
+ * past AUTH and SELECT. Requests made while it is not up are still accepted (see
+ * store_create). false for NULL or a store being destroyed. Never calls back. */
+bool store_is_up(const struct store *s);
 
 /* Claims client_id for this node with a new epoch. */
 int store_owner_claim(struct store *s, const char *client_id, store_claim_cb cb, void *ctx);
@@ -74,6 +89,9 @@ int store_queue_trim(struct store *s, const char *client_id, uint64_t epoch, siz
 /* Sets (or with an empty blob, clears) the retained message for topic. */
 int store_retain_set(struct store *s, const char *topic, struct store_blob msg, store_done_cb cb,
                      void *ctx);
+/* Reads every stored session (a node loads them at start, to route to offline ones): the
+ * callback gets blobs in pairs, client id then state blob, so n is twice the sessions. */
+int store_session_scan(struct store *s, store_retain_cb cb, void *ctx);
 /* Reads every retained message (used to warm a node's cache at start). */
 int store_retain_load(struct store *s, store_retain_cb cb, void *ctx);
 

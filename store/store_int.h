@@ -3,7 +3,7 @@
 
 /*
  * Folder-internal interface between store.c (requests, deferred delivery, lifecycle) and the
- * backends (memory now, redis later). store.c allocates one struct store__req per request and
+ * backends (memory, redis). store.c allocates one struct store__req per request and
  * hands it to the backend; the backend fills the result through the store__req_set_* helpers
  * and finishes it with store__complete(), at once (memory) or on a later reply (redis).
  * store.c then delivers the callback on a later loop pass. Backends never call user callbacks.
@@ -58,12 +58,16 @@ struct store__req {
  */
 struct store__backend_ops {
     const char *name;
+    /* Whether what it stores survives a restart of this process. */
+    bool is_durable;
     /* Opens the backend; sets *impl. On error writes a message to err. */
     int (*open)(struct store *s, const char *url, const char *node_id, void **impl, char *err,
                 size_t errlen);
     /* Frees the backend. It may complete in-flight requests (any rc); whatever is still in
      * flight afterwards is cancelled by store.c. Never calls user code. */
     void (*close)(void *impl);
+    /* Optional: whether it can serve requests now. NULL means always. */
+    bool (*is_up)(void *impl);
     int (*owner_claim)(void *impl, struct store__req *r, const char *client_id);
     int (*owner_release)(void *impl, struct store__req *r, const char *client_id, uint64_t epoch);
     int (*session_save)(void *impl, struct store__req *r, const char *client_id, uint64_t epoch,
@@ -76,9 +80,14 @@ struct store__backend_ops {
                       size_t n);
     int (*retain_set)(void *impl, struct store__req *r, const char *topic, struct store_blob msg);
     int (*retain_load)(void *impl, struct store__req *r);
+    int (*session_scan)(void *impl, struct store__req *r);
 };
 
 extern const struct store__backend_ops store__memory_ops;
+extern const struct store__backend_ops store__redis_ops;
+
+/* The loop the store runs on, for backends that own handles. */
+uv_loop_t *store__loop(const struct store *s);
 
 /* Finishes r with rc (0 or a negative ERR_*); its callback runs on a later loop pass. */
 void store__complete(struct store__req *r, int rc);

@@ -519,6 +519,32 @@ static int mem_retain_load(void *impl, struct store__req *r)
     return 0;
 }
 
+static int mem_session_scan(void *impl, struct store__req *r)
+{
+    struct mem_store *ms = impl;
+    const struct mem_map *m = &ms->clients;
+    size_t n = 0, total = 0;
+
+    for (size_t i = 0; i < m->cap; i++) {
+        struct mem_client *c = m->slots[i].val;
+        client_expire(c);
+        if (c && c->has_state) {
+            n++;
+            total += strlen(m->slots[i].key) + c->state_len;
+        }
+    }
+    store__req_blobs_begin(r, 2 * n, total);
+    for (size_t i = 0; i < m->cap; i++) {
+        const struct mem_client *c = m->slots[i].val;
+        if (c && c->has_state) {
+            store__req_add_blob(r, (const uint8_t *)m->slots[i].key, strlen(m->slots[i].key));
+            store__req_add_blob(r, c->state, c->state_len);
+        }
+    }
+    store__complete(r, 0);
+    return 0;
+}
+
 const struct store__backend_ops store__memory_ops = {
     .name = "memory",
     .open = mem_open,
@@ -532,4 +558,5 @@ const struct store__backend_ops store__memory_ops = {
     .queue_trim = mem_queue_trim,
     .retain_set = mem_retain_set,
     .retain_load = mem_retain_load,
+    .session_scan = mem_session_scan,
 };
