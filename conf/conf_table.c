@@ -18,7 +18,6 @@
 
 #define LATER_CLUSTER "clustering arrives with cluster support"
 #define LATER_HTTP    "the metrics endpoint arrives with the HTTP listener"
-#define LATER_REDIS   "the Redis store arrives with cluster support"
 #define NO_PLS        "security settings apply to every listener"
 
 static bool is_first(const struct conf__parser *p, const struct conf__directive *d)
@@ -265,14 +264,47 @@ static int set_log_type(struct conf__parser *p, const struct conf__directive *d,
                        d->name, v);
 }
 
+/* HOST[:PORT][/DB] after an optional USER:PASS@; the URL itself is never echoed back, since
+ * it may hold a password. */
+static bool redis_url_ok(const char *u)
+{
+    const char *at = strrchr(u, '@');
+    const char *h = at ? at + 1 : u;
+    size_t hlen = strcspn(h, ":/");
+    if (hlen == 0)
+        return false;
+    const char *r = h + hlen;
+    if (*r == ':') {
+        char *end;
+        long port = strtol(r + 1, &end, 10);
+        if (end == r + 1 || port < 1 || port > 65535)
+            return false;
+        r = end;
+    }
+    if (*r == '/') {
+        char *end;
+        long db = strtol(r + 1, &end, 10);
+        if (end == r + 1 || db < 0 || db > 1000000)
+            return false;
+        r = end;
+    }
+    return *r == '\0';
+}
+
 static int set_store(struct conf__parser *p, const struct conf__directive *d, void *base)
 {
     struct conf *c = base;
     const char *v = p->argv[1];
 
-    if (strncmp(v, "redis://", 8) == 0 || strncmp(v, "rediss://", 9) == 0)
-        return conf__error(p, "%s: '%s' is not supported yet (%s)", d->name, v, LATER_REDIS);
-    if (strcmp(v, "memory") != 0)
+    if (strncmp(v, "rediss://", 9) == 0)
+        return conf__error(p, "%s: TLS to Redis (rediss://) is not supported", d->name);
+    if (strncmp(v, "redis://", 8) == 0) {
+        if (!redis_url_ok(v + 8))
+            return conf__error(p,
+                               "%s: malformed Redis URL (expected "
+                               "redis://[USER:PASS@]HOST[:PORT][/DB])",
+                               d->name);
+    } else if (strcmp(v, "memory") != 0)
         return conf__error(p, "%s: '%s' is not a store (memory|redis://HOST:PORT)", d->name, v);
     free(c->store_url);
     c->store_url = xstrdup(v);

@@ -16,6 +16,7 @@
 #include "node/listener.h"
 #include "node/log.h"
 #include "node/msg.h"
+#include "node/persist.h"
 #include "node/retain.h"
 #include "node/security.h"
 #include "node/session.h"
@@ -208,6 +209,51 @@ static void on_retain_load(void *ctx, int rc, const struct store_blob *msgs, siz
     log_info("store", "retained messages loaded n=%zu malformed=%zu", n - bad, bad);
 }
 
+/* Listeners open once the node holds what it must route to: stored sessions included. */
+static int start_serving(struct broker *b)
+{
+    int rc = listener_start_all(b);
+    if (rc == 0)
+        rc = security_start(b);
+    if (rc == 0)
+        log_info("broker", "shoal node started node_id=%s listeners=%zu", b->conf->node_id,
+                 b->conf->n_listeners);
+    return rc;
+}
+
+static void load_sessions(struct broker *b);
+
+static void on_load_retry(struct keepalive_entry *e, uint64_t now_ms)
+{
+    struct broker *b = container_of(e, struct broker, start_retry);
+    (void)now_ms;
+    load_sessions(b);
+}
+
+static void on_sessions_loaded(void *ctx, int rc)
+{
+    struct broker *b = ctx;
+    if (b->stopping)
+        return;
+    if (rc < 0) {
+        /* The store is not reachable yet: the node waits for it, not serving anyone. */
+        keepalive_arm(&b->wheel, &b->start_retry, clock_now_ms() + 1000, on_load_retry);
+        return;
+    }
+    if (start_serving(b) < 0) {
+        b->exit_code = 1;
+        broker_stop(b);
+    }
+}
+
+static void load_sessions(struct broker *b)
+{
+    if (b->stopping)
+        return;
+    if (persist_load_all(b, on_sessions_loaded, b) < 0)
+        keepalive_arm(&b->wheel, &b->start_retry, clock_now_ms() + 1000, on_load_retry);
+}
+
 int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c)
 {
     char err[256] = "";
@@ -235,12 +281,6 @@ int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c)
     rc = store_retain_load(b->store, on_retain_load, b);
     if (rc < 0)
         return rc;
-    rc = listener_start_all(b);
-    if (rc < 0)
-        return rc;
-    rc = security_start(b);
-    if (rc < 0)
-        return rc;
     (void)uv_prepare_init(loop, &b->prepare);
     (void)uv_prepare_start(&b->prepare, on_prepare);
     (void)uv_timer_init(loop, &b->tick);
@@ -248,7 +288,9 @@ int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c)
     rc = signals_start(b);
     if (rc < 0)
         return rc;
-    log_info("broker", "shoal node started node_id=%s listeners=%zu", c->node_id, c->n_listeners);
+    if (!persist_is_on(b))
+        return start_serving(b);
+    load_sessions(b);
     return 0;
 }
 
@@ -260,6 +302,7 @@ void broker_stop(struct broker *b)
     log_info("broker", "shutting down");
     listener_close_all(b);
     security_stop(b);
+    keepalive_cancel(&b->start_retry);
     for (struct conn *c = b->conns; c;) {
         struct conn *next = c->next;
         conn_ref(c);

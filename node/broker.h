@@ -28,6 +28,7 @@ struct retain;
 struct auth;
 struct acl;
 struct security;
+struct persist_wait;
 
 #define BROKER_SCRATCH_SIZE (64u * 1024u)
 
@@ -83,11 +84,13 @@ struct broker {
     struct msg *match_msg;
 
     /* Flow control: while a subscriber is congested, the publishers feeding it are paused. */
-    struct conn *publisher;      /* connection whose PUBLISH is being routed, if any */
-    struct conn *paused;         /* paused publishers, through conn->paused_next */
-    struct session_q *congested; /* congested sessions, through session_q->cong_next */
+    struct conn *publisher;        /* connection whose PUBLISH is being routed, if any */
+    struct persist_wait *ack_wait; /* its acknowledgement's store appends, if any */
+    struct conn *paused;           /* paused publishers, through conn->paused_next */
+    struct session_q *congested;   /* congested sessions, through session_q->cong_next */
     uint32_t n_congested;
 
+    struct keepalive_entry start_retry; /* loading stored sessions again */
     uint64_t started_ms;
     uint64_t last_sys_ms;
     bool stopping;

@@ -20,6 +20,7 @@
 #include "node/listener.h"
 #include "node/log.h"
 #include "node/msg.h"
+#include "node/persist.h"
 #include "node/session.h"
 #include "node/tls.h"
 #include "node/topic.h"
@@ -40,13 +41,44 @@ static void assign_client_id(struct broker *b, char *out, size_t cap)
 }
 
 #define CONNECT_NEEDS_PASSWORD 1
+#define CONNECT_PENDING        1 /* connect_finish handed the wait to an asynchronous step */
 
-/* A CONNECT waiting for its password check. */
+/* A CONNECT waiting for its password check or for its session in the store. */
 struct connect_wait {
     struct conn *c;
     uint8_t *raw; /* the encoded CONNECT */
     size_t raw_len;
+    char *user; /* the admitted identity (NULL = anonymous) */
+    size_t ulen;
+    uint64_t epoch; /* owner epoch claimed in the store */
+    bool is_resumed;
 };
+
+static struct connect_wait *wait_new(struct conn *c, const char *user, size_t ulen)
+{
+    struct broker *b = c->b;
+    struct connect_wait *w = xcalloc(1, sizeof(*w));
+    w->c = c;
+    w->raw_len = b->cur_raw_len;
+    w->raw = xmalloc(w->raw_len);
+    memcpy(w->raw, b->cur_raw, w->raw_len);
+    if (user) {
+        w->user = xstrndup(user, ulen);
+        w->ulen = ulen;
+    }
+    conn_ref(c);
+    conn_hold(c);
+    return w;
+}
+
+static void wait_free(struct connect_wait *w)
+{
+    struct conn *c = w->c;
+    free(w->raw);
+    free(w->user);
+    free(w);
+    conn_unref(c);
+}
 
 /*
  * Who the client is. Sets *user (NULL when anonymous) from the listener's certificate mapping
@@ -185,8 +217,63 @@ static uint32_t session_expiry_of(const struct conn *c, const struct codec_conne
     return e;
 }
 
-/* The rest of CONNECT once the client is admitted: user is its name (NULL = anonymous). */
-static int connect_finish(struct conn *c, struct codec_packet *p, const char *user, size_t ulen)
+static int connect_finish(struct conn *c, struct codec_packet *p, const char *user, size_t ulen,
+                          struct connect_wait *w);
+
+/* Re-decodes the saved CONNECT and finishes it; then reads what arrived behind it. */
+static void connect_continue(struct connect_wait *w)
+{
+    struct conn *c = w->c;
+    struct codec_packet p;
+    int rc = codec_decode(w->raw, w->raw_len, 0, true, 0, &p);
+    if (NEVER(rc <= 0))
+        rc = ERR_MALFORMED;
+    else
+        rc = connect_finish(c, &p, w->user, w->ulen, w);
+    if (rc == CONNECT_PENDING)
+        return; /* w went on to the next step */
+    if (rc < 0)
+        handle_fail(c, rc);
+    else
+        conn_resume(c);
+    wait_free(w);
+}
+
+static void on_resumed(void *ctx, int rc, uint64_t epoch)
+{
+    struct connect_wait *w = ctx;
+    if (w->c->state != CONN_CONNECTING) {
+        wait_free(w);
+        return;
+    }
+    if (rc < 0) {
+        handle_fail(w->c, rc);
+        wait_free(w);
+        return;
+    }
+    w->is_resumed = true;
+    w->epoch = epoch;
+    connect_continue(w);
+}
+
+/* A persistent session with a durable store: claim it and read its queue first. */
+static int start_resume(struct conn *c, struct connect_wait *w, const char *id, size_t idlen,
+                        bool clean_start, const char *user, size_t ulen)
+{
+    if (!w)
+        w = wait_new(c, user, ulen);
+    int rc = persist_resume(c, id, idlen, clean_start, on_resumed, w);
+    if (rc < 0) {
+        wait_free(w);
+        return rc;
+    }
+    return CONNECT_PENDING;
+}
+
+/* The rest of CONNECT once the client is admitted: user is its name (NULL = anonymous). w is
+ * the wait of an asynchronous CONNECT, NULL when all of it runs now. */
+static int connect_finish(struct conn *c, struct codec_packet *p, const char *user, size_t ulen,
+                          struct connect_wait *w)
 {
     struct broker *b = c->b;
     const struct conf *cf = b->conf;
@@ -207,6 +294,19 @@ static int connect_finish(struct conn *c, struct codec_packet *p, const char *us
     }
     if (!has_allowed_prefix(cf, id, idlen))
         return ERR_NOT_AUTHORIZED;
+    /* One connection per client id: the older one goes, before a resume reads the session's
+     * stored queue, so that what the old connection still owed is read back too. */
+    struct session *old_s = broker_session_find(b, id, idlen);
+    if (old_s && old_s->conn) {
+        struct conn *old = old_s->conn;
+        log_info("conn", "client id taken over client_id=%s old_peer=%s new_peer=%s",
+                 conn_log_id(old), conn_log_peer(old), conn_log_peer(c));
+        handle_fail(old, ERR_TAKEN_OVER);
+    }
+    bool is_resumed = w && w->is_resumed;
+    if (persist_is_on(b) && !assigned && !is_resumed &&
+        (session_expiry_of(c, k, &p->props) != 0 || !k->clean_start))
+        return start_resume(c, w, id, idlen, k->clean_start, user, ulen);
 
     bool server_ka = false;
     c->keepalive_s = k->keepalive;
@@ -218,17 +318,12 @@ static int connect_finish(struct conn *c, struct codec_packet *p, const char *us
     if (k->version == CODEC_V5)
         apply_v5_limits(c, &p->props);
 
-    /* One connection per client id: the older one goes. */
-    struct session *s = broker_session_find(b, id, idlen);
-    if (s && s->conn) {
-        struct conn *old = s->conn;
-        log_info("conn", "client id taken over client_id=%s old_peer=%s new_peer=%s",
-                 conn_log_id(old), conn_log_peer(old), conn_log_peer(c));
-        handle_fail(old, ERR_TAKEN_OVER);
-        s = broker_session_find(b, id, idlen); /* detach may have ended it */
-    }
+    struct session *s = broker_session_find(b, id, idlen); /* may have ended meanwhile */
     if (s && k->clean_start) {
         session_will_publish(s); /* the old session ends now: a delayed will goes out */
+        if (is_resumed)
+            s->epoch = w->epoch;
+        persist_forget(s);
         session_destroy(&s);
     }
     bool present = s != NULL;
@@ -237,6 +332,8 @@ static int connect_finish(struct conn *c, struct codec_packet *p, const char *us
     s->version = k->version;
     free(s->username);
     s->username = user ? xstrndup(user, ulen) : NULL;
+    if (is_resumed)
+        persist_resumed(s, w->epoch);
     s->expiry_s = session_expiry_of(c, k, &p->props);
     rc = set_will(c, s, k);
     if (rc < 0) {
@@ -263,48 +360,31 @@ static void on_password_checked(void *ctx, int result)
 {
     struct connect_wait *w = ctx;
     struct conn *c = w->c;
-    struct codec_packet p;
 
     if (c->state == CONN_CONNECTING && result == 0) {
-        int rc = codec_decode(w->raw, w->raw_len, 0, true, 0, &p);
-        if (NEVER(rc <= 0))
-            rc = ERR_MALFORMED;
-        else
-            rc = connect_finish(c, &p, (const char *)p.u.connect.username.p,
-                                p.u.connect.username.len);
-        if (rc < 0)
-            handle_fail(c, rc);
-        else
-            conn_resume(c); /* packets that arrived behind CONNECT */
-    } else if (c->state == CONN_CONNECTING) {
+        connect_continue(w);
+        return;
+    }
+    if (c->state == CONN_CONNECTING) {
         c->b->stats.auth_failures++;
         log_ratelimited(LOG_LEVEL_INFO, "auth", "bad user name or password peer=%s",
                         conn_log_peer(c));
         handle_fail(c, result == ERR_CANCELED ? ERR_SHUTTING_DOWN : ERR_BAD_AUTH);
     }
-    free(w->raw);
-    free(w);
-    conn_unref(c);
+    wait_free(w);
 }
 
 static int wait_for_password(struct conn *c, const struct codec_connect *k, const char *user,
                              size_t ulen)
 {
     struct broker *b = c->b;
-    struct connect_wait *w = xmalloc(sizeof(*w));
-    w->c = c;
-    w->raw_len = b->cur_raw_len;
-    w->raw = xmalloc(w->raw_len);
-    memcpy(w->raw, b->cur_raw, w->raw_len);
+    struct connect_wait *w = wait_new(c, user, ulen);
     int rc = auth_check(b->loop, b->auth, user, ulen, k->password.p,
                         k->has_password ? k->password.len : 0, on_password_checked, w);
     if (rc < 0) {
-        free(w->raw);
-        free(w);
+        wait_free(w);
         return ERR_SERVER_UNAVAILABLE;
     }
-    conn_ref(c);
-    conn_hold(c);
     return 0;
 }
 
@@ -326,5 +406,6 @@ int handle_connect(struct conn *c, struct codec_packet *p)
             c->b->stats.auth_failures++;
         return rc;
     }
-    return connect_finish(c, p, user, ulen);
+    rc = connect_finish(c, p, user, ulen, NULL);
+    return rc == CONNECT_PENDING ? 0 : rc;
 }

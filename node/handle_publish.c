@@ -14,6 +14,7 @@
 #include "node/err.h"
 #include "node/handle.h"
 #include "node/msg.h"
+#include "node/persist.h"
 #include "node/router.h"
 #include "node/session.h"
 
@@ -139,7 +140,7 @@ int handle_publish(struct conn *c, struct codec_packet *p)
     router_publish(b, m, c->s);
     b->publisher = NULL;
     msg_unref(&m);
-    if (pub->qos > 0)
+    if (pub->qos > 0 && !persist_ack_defer(c, (uint8_t)ack, pub->packet_id))
         send_ack(c, ack, pub->packet_id, 0);
     return 0;
 }

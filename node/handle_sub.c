@@ -15,6 +15,7 @@
 #include "node/handle.h"
 #include "node/log.h"
 #include "node/msg.h"
+#include "node/persist.h"
 #include "node/retain.h"
 #include "node/session.h"
 #include "node/topic.h"
@@ -118,6 +119,7 @@ int handle_subscribe(struct conn *c, struct codec_packet *p)
     ack.u.suback.count = n;
     ack.u.suback.reasons = reasons;
     (void)conn_send(c, &ack);
+    persist_save(c->s);
 
     for (uint32_t i = 0; i < n; i++) {
         struct session_sub *sub = subs[i];
@@ -158,6 +160,7 @@ int handle_unsubscribe(struct conn *c, struct codec_packet *p)
     ack.u.suback.count = c->version == 5 ? n : 0;
     ack.u.suback.reasons = reasons;
     (void)conn_send(c, &ack);
+    persist_save(c->s);
     if (reasons != rstack)
         free(reasons);
     return 0;

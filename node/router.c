@@ -58,6 +58,7 @@ static void on_match(void *ctx, void *owner, void *rec)
         d->qos = qos;
         d->retain = retain;
         d->n_sub_ids = 0;
+        d->from_store = false;
     }
     if (sub->sub_id && d->n_sub_ids < SESSION_MAX_SUB_IDS)
         d->sub_ids[d->n_sub_ids++] = sub->sub_id;

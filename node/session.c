@@ -16,6 +16,7 @@
 #include "node/err.h"
 #include "node/log.h"
 #include "node/msg.h"
+#include "node/persist.h"
 #include "node/topic_tree.h"
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -74,7 +75,15 @@ static void on_expiry(struct keepalive_entry *e, uint64_t now_ms)
         return;
     log_debug("session", "session expired client_id_len=%zu", s->client_id_len);
     session_will_publish(s);
+    persist_forget(s);
     session_destroy(&s);
+}
+
+void session_offline_expiry(struct session *s)
+{
+    if (s->expiry_s != 0 && s->expiry_s != UINT32_MAX)
+        keepalive_arm(&s->b->wheel, &session_q_get(s)->expiry,
+                      clock_now_ms() + (uint64_t)s->expiry_s * 1000u, on_expiry);
 }
 
 void session_attach(struct session *s, struct conn *c)
@@ -102,9 +111,8 @@ void session_detach(struct session *s, int err)
         session_destroy(&s);
         return;
     }
-    if (s->expiry_s != UINT32_MAX)
-        keepalive_arm(&s->b->wheel, &session_q_get(s)->expiry,
-                      clock_now_ms() + (uint64_t)s->expiry_s * 1000u, on_expiry);
+    persist_detach(s);
+    session_offline_expiry(s);
 }
 
 static int find_sub(const struct session *s, const char *f, size_t len)

@@ -16,6 +16,7 @@
 struct broker;
 struct conn;
 struct msg;
+struct persist_wait;
 
 #define SESSION_MAX_SUB_IDS 4
 
@@ -38,6 +39,7 @@ struct session_dlv {
     uint8_t n_sub_ids;
     uint8_t qos;
     bool retain;
+    bool from_store; /* read from the stored queue: trimmed there once it leaves */
 };
 
 enum session_inflight_state {
@@ -86,6 +88,9 @@ struct session_q {
     uint16_t *rx_qos2;
     uint32_t n_rx_qos2;
     uint32_t cap_rx_qos2;
+    /* This client's PUBLISH acknowledgements waiting for store writes, in arrival order. */
+    struct persist_wait *acks;
+    struct persist_wait *acks_tail;
 };
 
 struct session {
@@ -109,6 +114,10 @@ struct session {
     uint16_t next_pid;
 
     struct session_will *will; /* NULL unless the client set a will */
+
+    uint64_t epoch;          /* owner epoch in a durable store, fencing its writes */
+    uint32_t stored_backlog; /* messages read from the store and not yet gone */
+    bool is_stored;          /* offline, its queue lives in the durable store */
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
     /* Flow control */
@@ -142,6 +151,15 @@ void session_deliver(struct session *s, const struct session_dlv *d);
 int session_ack(struct session *s, uint16_t pid, uint8_t type);
 /* Sends as much of the queue as the window allows. */
 void session_pump(struct session *s);
+/* For persistence: takes the first queued delivery (reference passes to out); false when
+ * empty. */
+bool session_queue_pop(struct session *s, struct session_dlv *out);
+/* Puts d (takes its own reference) at the head of the queue, whatever the limits. */
+void session_queue_push_front(struct session *s, const struct session_dlv *d);
+/* Forgets the inflight window without acknowledging anything. */
+void session_queue_clear_inflight(struct session *s);
+/* Arms the expiry of an offline session loaded from the store. */
+void session_offline_expiry(struct session *s);
 
 /* Flow control: re-evaluates congestion after acks or drained writes. */
 void session_flow_check(struct session *s);

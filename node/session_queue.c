@@ -16,6 +16,7 @@
 #include "node/err.h"
 #include "node/log.h"
 #include "node/msg.h"
+#include "node/persist.h"
 #include "node/session.h"
 
 /* A QoS 0 message is dropped for a client with more than this many bytes unsent. */
@@ -210,6 +211,26 @@ static bool enqueue(struct session *s, const struct session_dlv *d)
     return true;
 }
 
+void session_queue_push_front(struct session *s, const struct session_dlv *d)
+{
+    struct session_q *q = session_q_get(s);
+    if (q->q_len == q->q_cap) {
+        uint32_t ncap = q->q_cap ? q->q_cap * 2 : 8;
+        struct session_dlv *nq = xmalloc(ncap * sizeof(*nq));
+        for (uint32_t i = 0; i < q->q_len; i++)
+            nq[i] = q->queue[(q->q_head + i) % q->q_cap];
+        free(q->queue);
+        q->queue = nq;
+        q->q_cap = ncap;
+        q->q_head = 0;
+    }
+    q->q_head = (q->q_head + q->q_cap - 1) % q->q_cap;
+    q->queue[q->q_head] = *d;
+    q->queue[q->q_head].m = msg_ref(d->m);
+    q->q_len++;
+    q->q_bytes += d->m->payload_len;
+}
+
 static bool dequeue(struct session *s, struct session_dlv *out)
 {
     if (s->q->q_len == 0)
@@ -221,12 +242,26 @@ static bool dequeue(struct session *s, struct session_dlv *out)
     return true;
 }
 
+bool session_queue_pop(struct session *s, struct session_dlv *out)
+{
+    return s->q && dequeue(s, out);
+}
+
+void session_queue_clear_inflight(struct session *s)
+{
+    for (uint32_t i = 0; s->q && i < s->q->n_inflight; i++)
+        msg_unref(&s->q->inflight[i].d.m);
+    if (s->q)
+        s->q->n_inflight = 0;
+}
+
 /* Sends d (reference owned by the caller, transferred on success) as a new inflight entry.
  * Returns true if d's reference was consumed. */
 static bool send_new(struct session *s, struct session_dlv *d)
 {
     uint64_t now = clock_now_ms();
     if (msg_is_expired(d->m, now)) {
+        persist_dlv_done(s, d);
         msg_unref(&d->m);
         return true;
     }
@@ -238,6 +273,7 @@ static bool send_new(struct session *s, struct session_dlv *d)
     uint16_t pid = next_pid(s);
     if (send_publish(s, d, pid, false) < 0) {
         s->b->stats.pub_dropped++;
+        persist_dlv_done(s, d);
         msg_unref(&d->m);
         return true;
     }
@@ -324,6 +360,10 @@ void session_pump(struct session *s)
 void session_deliver(struct session *s, const struct session_dlv *d)
 {
     struct conn *c = s->conn;
+    if (s->is_stored && !c) {
+        persist_deliver_offline(s, d);
+        return;
+    }
     if (d->qos == 0) {
         if (!c || c->state != CONN_ACTIVE || conn_backlog(c) > SESSION_QOS0_BACKLOG) {
             if (c)
@@ -354,6 +394,7 @@ void session_deliver(struct session *s, const struct session_dlv *d)
 
 static void remove_inflight(struct session *s, uint32_t i)
 {
+    persist_dlv_done(s, &s->q->inflight[i].d);
     msg_unref(&s->q->inflight[i].d.m);
     memmove(&s->q->inflight[i], &s->q->inflight[i + 1],
             (s->q->n_inflight - i - 1) * sizeof(*s->q->inflight));
@@ -407,6 +448,7 @@ void session__queue_free(struct session *s)
 {
     if (!s->q)
         return;
+    persist_session_gone(s);
     for (uint32_t i = 0; i < s->q->n_inflight; i++)
         msg_unref(&s->q->inflight[i].d.m);
     free(s->q->inflight);

@@ -310,3 +310,52 @@ def clients(broker_factory):
 def version(request):
     """Runs a test once with paho MQTTv311 and once with MQTTv5."""
     return request.param
+
+
+class Redis:
+    """A redis-server of the test's own, on a free loopback port, with AOF in workdir."""
+
+    def __init__(self, workdir):
+        self.workdir = str(workdir)
+        self.port = free_port()
+        self.proc = None
+        self.url = "redis://127.0.0.1:%d" % self.port
+
+    def start(self):
+        log = open(os.path.join(self.workdir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+             "--dir", self.workdir, "--daemonize", "no"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited with %s" % self.proc.returncode)
+            if port_open("127.0.0.1", self.port):
+                return self
+            time.sleep(0.02)
+        raise AssertionError("redis-server did not listen within %.0fs" % START_TIMEOUT)
+
+    def stop(self, sig=signal.SIGTERM):
+        p, self.proc = self.proc, None
+        if p is not None and p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def cli(self, *args):
+        return subprocess.run(["/usr/bin/redis-cli", "-p", str(self.port)] + list(args),
+                              capture_output=True, text=True, timeout=10).stdout
+
+
+@pytest.fixture
+def redis(tmp_path_factory):
+    """A fresh redis-server with AOF; stopped at teardown."""
+    r = Redis(tmp_path_factory.mktemp("redis")).start()
+    yield r
+    r.stop()

@@ -199,7 +199,7 @@ static void test_every_directive(void **state)
                              "connection_messages false\n"
                              "log_timestamp false\n"
                              "node_id node-a.1_x\n"
-                             "store memory\n"
+                             "store redis://user:pw@10.0.0.5:6380/2\n"
                              "password_file /etc/shoal/passwd\n"
                              "acl_file /etc/shoal/acl\n"
                              "clientid_prefixes dev-\n"
@@ -237,7 +237,7 @@ static void test_every_directive(void **state)
     assert_false(c->connection_messages);
     assert_false(c->log_timestamp);
     assert_string_equal(c->node_id, "node-a.1_x");
-    assert_string_equal(c->store_url, "memory");
+    assert_string_equal(c->store_url, "redis://user:pw@10.0.0.5:6380/2");
     conf_free(&c);
 }
 
@@ -437,9 +437,11 @@ static void test_errors(void **state)
          ":1: 'cluster_listener' is not supported yet (clustering arrives with cluster support)"},
         {"http_listener 8080\n", ":1: 'http_listener' is not supported yet (the metrics "
                                  "endpoint arrives with the HTTP listener)"},
-        {"store redis://localhost:6379\n",
-         ":1: store: 'redis://localhost:6379' is not supported yet (the Redis store arrives with "
-         "cluster support)"},
+        {"store redis://localhost:port\n",
+         ":1: store: malformed Redis URL (expected redis://[USER:PASS@]HOST[:PORT][/DB])"},
+        {"store redis://u:secret@\n",
+         ":1: store: malformed Redis URL (expected redis://[USER:PASS@]HOST[:PORT][/DB])"},
+        {"store rediss://h:1\n", ":1: store: TLS to Redis (rediss://) is not supported"},
         {"per_listener_settings true\n",
          ":1: per_listener_settings: 'true' is not supported (security settings apply to every "
          "listener)"},

@@ -1,0 +1,557 @@
+/*
+ * Persistent sessions in a durable store. The state blob holds what a session is (identity,
+ * expiry, subscriptions, owner epoch); the stored queue holds one blob per message owed to it.
+ * An offline session's deliveries are appended there, and the publisher's acknowledgement
+ * waits for the append: that is the durability rule. Acknowledgements leave in PUBLISH order
+ * through a small FIFO per publisher, which stays empty (and unallocated) on the fast path.
+ * Messages read back at resume go to the front of the local queue and are trimmed from the
+ * store one by one as they leave the session, so a crash in between redelivers rather than
+ * loses them.
+ */
+#include "node/persist.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "node/broker.h"
+#include "node/buf.h"
+#include "node/clock.h"
+#include "node/codec.h"
+#include "node/conn.h"
+#include "node/err.h"
+#include "node/handle.h"
+#include "node/log.h"
+#include "node/msg.h"
+#include "node/session.h"
+#include "store/store.h"
+
+#define PERSIST_STATE_VERSION 1
+#define PERSIST_DLV_VERSION   1
+
+/* A publisher's acknowledgement waiting for store appends. */
+struct persist_wait {
+    struct persist_wait *next;
+    struct session *s; /* publisher; NULL once it is gone */
+    uint32_t pending;  /* appends not yet completed */
+    int err;           /* first failure */
+    uint16_t pid;
+    uint8_t type; /* PUBACK or PUBREC */
+    bool is_queued;
+};
+
+bool persist_is_on(const struct broker *b)
+{
+    return b->store && store_is_durable(b->store);
+}
+
+static bool is_persistent(const struct session *s)
+{
+    return s->expiry_s != 0;
+}
+
+/* ---- encoding --------------------------------------------------------------------------- */
+
+static void put8(struct buf *o, uint8_t v)
+{
+    buf_append(o, &v, 1);
+}
+
+static void put16(struct buf *o, uint16_t v)
+{
+    uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    buf_append(o, b, 2);
+}
+
+static void put32(struct buf *o, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    buf_append(o, b, 4);
+}
+
+static void put64(struct buf *o, uint64_t v)
+{
+    put32(o, (uint32_t)(v >> 32));
+    put32(o, (uint32_t)v);
+}
+
+static void put_str(struct buf *o, const char *p, size_t n)
+{
+    put16(o, (uint16_t)n);
+    buf_append(o, p, n);
+}
+
+struct reader {
+    const uint8_t *p;
+    size_t n;
+    bool is_bad;
+};
+
+static uint64_t get(struct reader *r, unsigned bytes)
+{
+    uint64_t v = 0;
+    if (r->n < bytes) {
+        r->is_bad = true;
+        return 0;
+    }
+    for (unsigned i = 0; i < bytes; i++)
+        v = v << 8 | r->p[i];
+    r->p += bytes;
+    r->n -= bytes;
+    return v;
+}
+
+static const char *get_str(struct reader *r, size_t *len)
+{
+    *len = (size_t)get(r, 2);
+    if (r->is_bad || r->n < *len) {
+        r->is_bad = true;
+        return NULL;
+    }
+    const char *s = (const char *)r->p;
+    r->p += *len;
+    r->n -= *len;
+    return s;
+}
+
+static void state_write(const struct session *s, struct buf *o)
+{
+    put8(o, PERSIST_STATE_VERSION);
+    put8(o, s->version);
+    put32(o, s->expiry_s);
+    put64(o, s->epoch);
+    put8(o, s->username != NULL);
+    if (s->username)
+        put_str(o, s->username, strlen(s->username));
+    put32(o, s->n_subs);
+    for (uint32_t i = 0; i < s->n_subs; i++) {
+        const struct session_sub *sub = s->subs[i];
+        put_str(o, sub->filter, sub->filter_len);
+        put8(o, sub->qos);
+        put8(o, (uint8_t)(sub->no_local | sub->retain_as_published << 1 | sub->is_shared << 2));
+        put8(o, sub->retain_handling);
+        put32(o, sub->sub_id);
+    }
+}
+
+/* Fills a fresh session from a state blob. Returns 0 or ERR_MALFORMED. */
+static int state_read(struct session *s, const uint8_t *p, size_t n)
+{
+    struct reader r = {p, n, false};
+    size_t len;
+
+    if (get(&r, 1) != PERSIST_STATE_VERSION)
+        return ERR_MALFORMED;
+    s->version = (uint8_t)get(&r, 1);
+    s->expiry_s = (uint32_t)get(&r, 4);
+    s->epoch = get(&r, 8);
+    if (get(&r, 1)) {
+        const char *u = get_str(&r, &len);
+        if (u)
+            s->username = xstrndup(u, len);
+    }
+    uint32_t n_subs = (uint32_t)get(&r, 4);
+    for (uint32_t i = 0; i < n_subs && !r.is_bad; i++) {
+        const char *f = get_str(&r, &len);
+        uint8_t qos = (uint8_t)get(&r, 1);
+        uint8_t flags = (uint8_t)get(&r, 1);
+        uint8_t rh = (uint8_t)get(&r, 1);
+        uint32_t sub_id = (uint32_t)get(&r, 4);
+        if (r.is_bad || len == 0)
+            break;
+        bool is_new;
+        struct session_sub *sub = session_sub_add(s, f, len, &is_new);
+        sub->qos = qos;
+        sub->no_local = flags & 1;
+        sub->retain_as_published = (flags >> 1) & 1;
+        sub->is_shared = (flags >> 2) & 1;
+        sub->retain_handling = rh;
+        sub->sub_id = sub_id;
+    }
+    return r.is_bad ? ERR_MALFORMED : 0;
+}
+
+static void dlv_write(const struct session_dlv *d, struct buf *o)
+{
+    put8(o, PERSIST_DLV_VERSION);
+    put8(o, d->qos);
+    put8(o, d->retain);
+    put8(o, d->n_sub_ids);
+    for (uint8_t i = 0; i < d->n_sub_ids; i++)
+        put32(o, d->sub_ids[i]);
+    size_t n = msg_blob_size(d->m);
+    uint8_t *w = buf_reserve(o, n);
+    msg_blob_write(d->m, w, clock_now_ms(), clock_wall_s() * 1000u);
+    buf_commit(o, n);
+}
+
+/* Decodes a stored delivery; d->m gets a new reference. Returns 0 or ERR_MALFORMED. */
+static int dlv_read(const uint8_t *p, size_t n, struct session_dlv *d)
+{
+    struct reader r = {p, n, false};
+    memset(d, 0, sizeof(*d));
+    if (get(&r, 1) != PERSIST_DLV_VERSION)
+        return ERR_MALFORMED;
+    d->qos = (uint8_t)get(&r, 1);
+    d->retain = get(&r, 1) != 0;
+    uint8_t k = (uint8_t)get(&r, 1);
+    for (uint8_t i = 0; i < k && !r.is_bad; i++) {
+        uint32_t id = (uint32_t)get(&r, 4);
+        if (d->n_sub_ids < SESSION_MAX_SUB_IDS)
+            d->sub_ids[d->n_sub_ids++] = id;
+    }
+    if (r.is_bad || d->qos == 0 || d->qos > 2)
+        return ERR_MALFORMED;
+    d->m = msg_blob_read(r.p, r.n, clock_now_ms(), clock_wall_s() * 1000u);
+    return d->m ? 0 : ERR_MALFORMED;
+}
+
+/* ---- session writes --------------------------------------------------------------------- */
+
+static void on_written(void *ctx, int rc)
+{
+    (void)ctx;
+    if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "session write failed rc=%s",
+                        rc == ERR_EXISTS ? "fenced by a newer owner" : err_str(rc));
+}
+
+static void save(struct session *s, uint64_t expires_at)
+{
+    struct buf o = {0};
+    state_write(s, &o);
+    struct store_blob blob = {buf_head(&o), buf_used(&o)};
+    if (store_session_save(s->b->store, s->client_id, s->epoch, blob, expires_at, on_written,
+                           NULL) < 0)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "session write not started");
+    buf_free(&o);
+}
+
+void persist_save(struct session *s)
+{
+    if (persist_is_on(s->b) && is_persistent(s))
+        save(s, 0);
+}
+
+void persist_forget(struct session *s)
+{
+    if (persist_is_on(s->b))
+        (void)store_session_delete(s->b->store, s->client_id, s->epoch, on_written, NULL);
+}
+
+static void push(struct session *s, const struct session_dlv *d, struct persist_wait *w);
+
+void persist_detach(struct session *s)
+{
+    if (!persist_is_on(s->b) || !is_persistent(s))
+        return;
+    uint64_t at = s->expiry_s == UINT32_MAX ? 0 : clock_wall_s() + s->expiry_s;
+    save(s, at);
+    /* What was owed and not yet acknowledged is owed again at resume, in the same order. The
+     * messages that came from the store are still there (they are trimmed on their acks), so
+     * only the rest is appended. */
+    struct session_q *q = s->q;
+    for (uint32_t i = 0; q && i < q->n_inflight; i++) {
+        const struct session_dlv *d = &q->inflight[i].d;
+        if (d->m && !d->from_store)
+            push(s, d, NULL);
+    }
+    struct session_dlv d;
+    while (q && session_queue_pop(s, &d)) {
+        if (!d.from_store)
+            push(s, &d, NULL);
+        msg_unref(&d.m);
+    }
+    session_queue_clear_inflight(s);
+    s->stored_backlog = 0;
+    s->is_stored = true;
+}
+
+/* ---- offline deliveries and the durable acknowledgement --------------------------------- */
+
+static void flush_acks(struct session *s)
+{
+    struct session_q *q = s->q;
+    while (q && q->acks && q->acks->pending == 0) {
+        struct persist_wait *w = q->acks;
+        q->acks = w->next;
+        if (!q->acks)
+            q->acks_tail = NULL;
+        struct conn *c = s->conn;
+        if (c && c->state == CONN_ACTIVE) {
+            if (w->err < 0 && c->version != CODEC_V5) {
+                /* 3.1.1 cannot say "not stored": closing makes the client send it again.
+                 * Closing may end the session and its waits, so stop here. */
+                free(w);
+                handle_fail(c, ERR_SERVER_UNAVAILABLE);
+                return;
+            } else {
+                struct codec_packet p = {0};
+                p.type = w->type;
+                p.u.ack.packet_id = w->pid;
+                if (w->err < 0) {
+                    int e = w->err == ERR_QUOTA ? ERR_QUOTA : ERR_SERVER_UNAVAILABLE;
+                    p.u.ack.reason = handle_reason_code(e);
+                    handle_reason_string(c, &p, e);
+                }
+                (void)conn_send(c, &p);
+            }
+        }
+        free(w);
+    }
+}
+
+static void on_pushed(void *ctx, int rc)
+{
+    struct persist_wait *w = ctx;
+    if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "queued message not stored rc=%s", err_str(rc));
+    if (!w)
+        return;
+    if (rc < 0 && w->err == 0)
+        w->err = rc;
+    if (--w->pending > 0)
+        return;
+    if (!w->is_queued) /* still being routed: handle_publish decides */
+        return;
+    if (w->s)
+        flush_acks(w->s);
+    else
+        free(w);
+}
+
+static void push(struct session *s, const struct session_dlv *d, struct persist_wait *w)
+{
+    const struct conf *cf = s->b->conf;
+    struct buf o = {0};
+    dlv_write(d, &o);
+    struct store_blob blob = {buf_head(&o), buf_used(&o)};
+    int rc = store_queue_push(s->b->store, s->client_id, blob, cf->max_queued_messages,
+                              cf->max_queued_bytes, on_pushed, w);
+    buf_free(&o);
+    if (rc < 0) {
+        if (w && w->err == 0)
+            w->err = rc;
+        return;
+    }
+    if (w)
+        w->pending++;
+}
+
+void persist_deliver_offline(struct session *s, const struct session_dlv *d)
+{
+    struct broker *b = s->b;
+    struct persist_wait *w = NULL;
+
+    if (d->qos == 0 || msg_is_expired(d->m, clock_now_ms()))
+        return;
+    if (b->publisher && b->publisher->s) {
+        if (!b->ack_wait) {
+            b->ack_wait = xcalloc(1, sizeof(*b->ack_wait));
+            b->ack_wait->s = b->publisher->s;
+        }
+        w = b->ack_wait;
+    }
+    push(s, d, w);
+}
+
+bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid)
+{
+    struct broker *b = c->b;
+    struct persist_wait *w = b->ack_wait;
+    struct session_q *q = c->s->q;
+
+    b->ack_wait = NULL;
+    if (!w && (!q || !q->acks))
+        return false; /* the fast path: nothing stored, nothing waiting ahead of it */
+    if (!w)
+        w = xcalloc(1, sizeof(*w));
+    w->s = c->s;
+    w->type = type;
+    w->pid = pid;
+    w->is_queued = true;
+    q = session_q_get(c->s);
+    if (q->acks_tail)
+        q->acks_tail->next = w;
+    else
+        q->acks = w;
+    q->acks_tail = w;
+    flush_acks(c->s);
+    return true;
+}
+
+void persist_session_gone(struct session *s)
+{
+    struct session_q *q = s->q;
+    while (q && q->acks) {
+        struct persist_wait *w = q->acks;
+        q->acks = w->next;
+        w->s = NULL;
+        w->next = NULL;
+        if (w->pending == 0)
+            free(w);
+    }
+    if (q)
+        q->acks_tail = NULL;
+}
+
+void persist_dlv_done(struct session *s, const struct session_dlv *d)
+{
+    if (!d->from_store || !persist_is_on(s->b))
+        return;
+    if (s->stored_backlog > 0)
+        s->stored_backlog--;
+    (void)store_queue_trim(s->b->store, s->client_id, s->epoch, 1, on_written, NULL);
+}
+
+/* ---- resume ----------------------------------------------------------------------------- */
+
+struct resume {
+    struct conn *c;
+    void (*cont)(void *ctx, int rc, uint64_t epoch);
+    void *ctx;
+    char *client_id;
+    bool clean_start;
+    int claim_rc;
+    uint64_t epoch;
+};
+
+static void on_claimed(void *ctx, int rc, uint64_t epoch, const char *prev_owner,
+                       uint64_t prev_epoch)
+{
+    struct resume *r = ctx;
+    (void)prev_owner;
+    (void)prev_epoch;
+    r->claim_rc = rc;
+    r->epoch = epoch;
+}
+
+static struct session *session_from_state(struct broker *b, const char *id, struct store_blob state)
+{
+    struct session *s = session_create(b, id, strlen(id));
+    if (state_read(s, state.p, state.len) < 0) {
+        log_warn("persist", "stored session unreadable, dropped client_id_len=%zu", strlen(id));
+        session_destroy(&s);
+        return NULL;
+    }
+    return s;
+}
+
+static void on_loaded(void *ctx, int rc, struct store_blob state, const struct store_blob *queue,
+                      size_t n)
+{
+    struct resume *r = ctx;
+    struct conn *c = r->c;
+    struct broker *b = c->b;
+
+    if (rc == ERR_NOT_FOUND)
+        rc = 0;
+    if (rc == 0)
+        rc = r->claim_rc;
+    if (rc == 0 && c->state == CONN_CONNECTING) {
+        struct session *s = broker_session_find(b, r->client_id, strlen(r->client_id));
+        if (!s && state.len > 0 && !r->clean_start)
+            s = session_from_state(b, r->client_id, state);
+        if (s && !s->conn && !r->clean_start) {
+            /* Stored messages are older than anything queued while this ran: they go first,
+             * and leave the store only as they leave the session. */
+            for (size_t i = n; i-- > 0;) {
+                struct session_dlv d;
+                if (dlv_read(queue[i].p, queue[i].len, &d) < 0) {
+                    log_ratelimited(LOG_LEVEL_WARN, "persist", "stored message unreadable");
+                    continue;
+                }
+                d.from_store = true;
+                s->stored_backlog++;
+                session_queue_push_front(s, &d);
+                msg_unref(&d.m);
+            }
+        }
+    }
+    if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "session resume failed rc=%s", err_str(rc));
+    r->cont(r->ctx, rc < 0 ? ERR_SERVER_UNAVAILABLE : 0, r->epoch);
+    free(r->client_id);
+    free(r);
+}
+
+int persist_resume(struct conn *c, const char *client_id, size_t len, bool clean_start,
+                   void (*cont)(void *ctx, int rc, uint64_t epoch), void *ctx)
+{
+    struct broker *b = c->b;
+    if (!store_is_up(b->store))
+        return ERR_SERVER_UNAVAILABLE;
+    struct resume *r = xcalloc(1, sizeof(*r));
+    r->c = c;
+    r->cont = cont;
+    r->ctx = ctx;
+    r->client_id = xstrndup(client_id, len);
+    r->clean_start = clean_start;
+    /* Requests complete in order, so the load's callback sees the claim's result. */
+    int rc = store_owner_claim(b->store, r->client_id, on_claimed, r);
+    if (rc == 0)
+        rc = store_session_load(b->store, r->client_id, on_loaded, r);
+    if (rc < 0) {
+        free(r->client_id);
+        free(r);
+        return ERR_SERVER_UNAVAILABLE;
+    }
+    struct session *s = broker_session_find(b, client_id, len);
+    if (s && !s->conn)
+        s->is_stored = false; /* from now on it queues locally, behind what the load returns */
+    return 0;
+}
+
+void persist_resumed(struct session *s, uint64_t epoch)
+{
+    s->epoch = epoch;
+    s->is_stored = false;
+    if (is_persistent(s))
+        save(s, 0);
+    else
+        persist_forget(s); /* it comes back without persistence: the stored one is over */
+}
+
+/* ---- start-up --------------------------------------------------------------------------- */
+
+struct load_all {
+    struct broker *b;
+    void (*done)(void *ctx, int rc);
+    void *ctx;
+};
+
+static void on_scanned(void *ctx, int rc, const struct store_blob *pairs, size_t n)
+{
+    struct load_all *l = ctx;
+    size_t loaded = 0;
+    for (size_t i = 0; rc == 0 && i + 1 < n; i += 2) {
+        char *id = xstrndup((const char *)pairs[i].p, pairs[i].len);
+        if (!broker_session_find(l->b, id, pairs[i].len)) {
+            struct session *s = session_from_state(l->b, id, pairs[i + 1]);
+            if (s) {
+                s->is_stored = true;
+                session_offline_expiry(s);
+                loaded++;
+            }
+        }
+        free(id);
+    }
+    if (rc < 0)
+        log_error("persist", "cannot load sessions from the store rc=%s", err_str(rc));
+    else
+        log_info("persist", "sessions loaded n=%zu", loaded);
+    l->done(l->ctx, rc);
+    free(l);
+}
+
+int persist_load_all(struct broker *b, void (*done)(void *ctx, int rc), void *ctx)
+{
+    struct load_all *l = xcalloc(1, sizeof(*l));
+    l->b = b;
+    l->done = done;
+    l->ctx = ctx;
+    int rc = store_session_scan(b->store, on_scanned, l);
+    if (rc < 0)
+        free(l);
+    return rc;
+}

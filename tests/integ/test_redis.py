@@ -1,0 +1,216 @@
+"""Persistent sessions, offline queues and retained messages in a real redis-server (with AOF)
+that the tests start: nodes restart or die and nothing acknowledged is lost; Redis restarts
+and outages behave as documented."""
+
+import signal
+import time
+
+import pytest
+
+import helpers
+import rawmqtt
+
+
+@pytest.fixture
+def node(broker_factory, redis):
+    return broker_factory(["store %s" % redis.url])
+
+
+def publish_qos1(broker, topic, payloads, version=4):
+    c = broker.raw(version)
+    assert c.connect(helpers.unique("pub"), version=version).rc == 0
+    for i, p in enumerate(payloads, start=1):
+        c.send(rawmqtt.publish(topic, p, qos=1, pid=i, version=version))
+        ack = c.expect(rawmqtt.PUBACK)
+        assert ack.pid == i and ack.rc == 0, ack
+    c.close()
+
+
+def resume(broker, client_id, version=4, expect_present=True):
+    c = broker.raw(version)
+    kw = {"clean": False}
+    if version == 5:
+        kw["props"] = {rawmqtt.P_SESSION_EXPIRY: 3600}
+    ack = c.connect(client_id, version=version, **kw)
+    assert ack.rc == 0, ack
+    assert ack.session_present == expect_present
+    return c
+
+
+def receive_all(c, n, timeout=10.0):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        p = c.try_recv(max(0.01, deadline - time.monotonic()))
+        if p is None:
+            break
+        if p.type == rawmqtt.PUBLISH:
+            got.append(p.payload)
+            if p.qos == 1:
+                c.send(rawmqtt.puback(p.pid, version=c.version))
+    return got
+
+
+def make_session(broker, client_id, topic, version=4):
+    c = resume(broker, client_id, version, expect_present=False)
+    assert c.subscribe([(topic, 1)]).codes == [1]
+    c.send(rawmqtt.disconnect(version=version))
+    c.close()
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "sigkill"])
+def test_session_survives_node_restart(node, how):
+    make_session(node, "persist-1", "p/#")
+    publish_qos1(node, "p/a", [b"before-%d" % i for i in range(50)])
+    if how == signal.SIGKILL:
+        node.signal(signal.SIGKILL)
+        node.proc.wait()
+        node.proc = None
+    else:
+        node.stop()
+    node.start()
+    publish_qos1(node, "p/b", [b"after-%d" % i for i in range(50)])
+    c = resume(node, "persist-1")
+    got = receive_all(c, 100)
+    assert got == [b"before-%d" % i for i in range(50)] + [b"after-%d" % i for i in range(50)]
+    # Acknowledged messages are gone from the store: a second resume gets nothing more.
+    c.send(rawmqtt.disconnect())
+    c.close()
+    time.sleep(0.3)
+    c = resume(node, "persist-1")
+    assert receive_all(c, 1, timeout=1.0) == []
+    c.close()
+
+
+def test_unacknowledged_messages_come_back(node):
+    make_session(node, "persist-2", "u/#")
+    publish_qos1(node, "u/x", [b"m%d" % i for i in range(10)])
+    c = resume(node, "persist-2")
+    first = c.recv()
+    assert first.payload == b"m0"
+    c.close()  # no PUBACK: the messages stay owed
+    node.stop()
+    node.start()
+    c = resume(node, "persist-2")
+    got = receive_all(c, 10)
+    assert got == [b"m%d" % i for i in range(10)]
+    c.close()
+
+
+def test_v5_session_and_clean_start_discards(node):
+    make_session(node, "persist-5", "v5/#", version=5)
+    publish_qos1(node, "v5/t", [b"x"])
+    node.stop()
+    node.start()
+    c = node.raw(5)
+    ack = c.connect("persist-5", version=5, clean=True,
+                    props={rawmqtt.P_SESSION_EXPIRY: 3600})
+    assert ack.rc == 0 and not ack.session_present
+    assert receive_all(c, 1, timeout=1.0) == []
+    c.close()
+
+
+def test_retained_survive_restart_and_match_wildcards(node):
+    publish_qos1(node, "ret/a/1", [b"one"])
+    c = node.raw(4)
+    assert c.connect("ret-pub").rc == 0
+    c.send(rawmqtt.publish("ret/b/2", b"two", qos=1, pid=1, retain=True))
+    c.expect(rawmqtt.PUBACK)
+    c.send(rawmqtt.publish("ret/c/3", b"three", qos=1, pid=2, retain=True))
+    c.expect(rawmqtt.PUBACK)
+    c.send(rawmqtt.publish("ret/c/3", b"", qos=1, pid=3, retain=True))  # cleared
+    c.expect(rawmqtt.PUBACK)
+    c.close()
+    node.stop()
+    node.start()
+    s = node.raw(4)
+    assert s.connect("ret-sub").rc == 0
+    assert s.subscribe([("ret/+/#", 1)]).codes == [1]
+    first = s.recv()
+    assert (first.topic, first.payload, first.retain) == ("ret/b/2", b"two", True)
+    assert s.try_recv(1.0) is None  # ret/a/1 was never retained, ret/c/3 was cleared
+    s.close()
+
+
+def test_redis_restart_while_connected(node, redis):
+    make_session(node, "persist-r", "rr/#")
+    sub = node.raw(4)
+    assert sub.connect("clean-sub").rc == 0
+    sub.subscribe([("live/#", 1)])
+    redis.stop()
+    redis.start()
+    # Clean sessions never noticed; persistent ones work again once Redis is back.
+    publish_qos1(node, "live/x", [b"live"])
+    assert sub.recv().payload == b"live"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            publish_qos1(node, "rr/x", [b"after-redis-restart"])
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    c = resume(node, "persist-r")
+    assert b"after-redis-restart" in receive_all(c, 1)
+    c.close()
+    sub.close()
+
+
+def test_redis_outage(node, redis):
+    make_session(node, "persist-o", "o/#")
+    clean = node.raw(5)
+    assert clean.connect("clean-o", version=5).rc == 0
+    assert clean.subscribe([("c/#", 1)]).codes == [1]
+    redis.stop()
+    time.sleep(0.5)
+    # CONNECT that needs the store: server unavailable.
+    for version, code in ((4, 3), (5, 0x88)):
+        c = node.raw(version)
+        kw = {"props": {rawmqtt.P_SESSION_EXPIRY: 60}} if version == 5 else {}
+        assert c.connect("persist-o", version=version, clean=False, **kw).rc == code
+        c.close()
+    # Clean sessions keep working.
+    p5 = node.raw(5)
+    assert p5.connect("pub-o", version=5).rc == 0
+    p5.send(rawmqtt.publish("c/x", b"clean-ok", qos=1, pid=1, version=5))
+    assert p5.expect(rawmqtt.PUBACK).rc == 0
+    assert clean.recv().payload == b"clean-ok"
+    # A QoS 1 publish to an offline persistent session is not acknowledged as stored.
+    t0 = time.monotonic()
+    p5.send(rawmqtt.publish("o/x", b"not-stored", qos=1, pid=2, version=5))
+    ack = p5.expect(rawmqtt.PUBACK, timeout=15)
+    assert ack.rc >= 0x80, ack
+    assert time.monotonic() - t0 < 12
+    p3 = node.raw(4)
+    assert p3.connect("pub-o3").rc == 0
+    p3.send(rawmqtt.publish("o/x", b"not-stored", qos=1, pid=1))
+    assert p3.wait_closed(timeout=15) == []
+    redis.start()
+    deadline = time.monotonic() + 10
+    while True:
+        c = node.raw(4)
+        rc = c.connect("persist-o", clean=False).rc
+        if rc == 0 or time.monotonic() > deadline:
+            break
+        c.close()
+        time.sleep(0.5)
+    assert rc == 0
+    assert receive_all(c, 1, timeout=1.0) == []  # nothing unstored was promised
+    c.close()
+    clean.close()
+    p5.close()
+
+
+def test_takeover_on_the_same_node_redelivers_what_was_owed(node):
+    make_session(node, "persist-t", "t/#")
+    publish_qos1(node, "t/x", [b"t%d" % i for i in range(5)])
+    first = resume(node, "persist-t")
+    assert [first.recv().payload for _ in range(5)] == [b"t%d" % i for i in range(5)]
+    # No PUBACKs: a second connection with the same id takes over and gets them again.
+    second = resume(node, "persist-t")
+    first.wait_closed()
+    assert receive_all(second, 5) == [b"t%d" % i for i in range(5)]
+    second.close()
+    first.close()
