@@ -239,7 +239,7 @@ void persist_forget(struct session *s)
         (void)store_session_delete(s->b->store, s->client_id, s->epoch, on_written, NULL);
 }
 
-static void push(struct session *s, const struct session_dlv *d, struct persist_wait *w);
+static bool push(struct session *s, const struct session_dlv *d, struct persist_wait *w);
 
 void persist_detach(struct session *s)
 {
@@ -254,12 +254,12 @@ void persist_detach(struct session *s)
     for (uint32_t i = 0; q && i < q->n_inflight; i++) {
         const struct session_dlv *d = &q->inflight[i].d;
         if (d->m && !d->from_store)
-            push(s, d, NULL);
+            (void)push(s, d, NULL);
     }
     struct session_dlv d;
     while (q && session_queue_pop(s, &d)) {
         if (!d.from_store)
-            push(s, &d, NULL);
+            (void)push(s, &d, NULL);
         msg_unref(&d.m);
     }
     session_queue_clear_inflight(s);
@@ -320,39 +320,54 @@ static void on_pushed(void *ctx, int rc)
         free(w);
 }
 
-static void push(struct session *s, const struct session_dlv *d, struct persist_wait *w)
+/* Appends d to s's stored queue; w (may be NULL) waits for it. Returns true when issued. */
+static bool push(struct session *s, const struct session_dlv *d, struct persist_wait *w)
 {
     const struct conf *cf = s->b->conf;
     struct buf o = {0};
     dlv_write(d, &o);
     struct store_blob blob = {buf_head(&o), buf_used(&o)};
-    int rc = store_queue_push(s->b->store, s->client_id, blob, cf->max_queued_messages,
-                              cf->max_queued_bytes, on_pushed, w);
+    /* A connected session's local queue already applied the limits (and the stored queue
+     * also holds its inflight window); an offline one is limited by the store. */
+    bool is_offline = s->conn == NULL && s->is_stored;
+    int rc =
+        store_queue_push(s->b->store, s->client_id, blob, is_offline ? cf->max_queued_messages : 0,
+                         is_offline ? cf->max_queued_bytes : 0, on_pushed, w);
     buf_free(&o);
     if (rc < 0) {
         if (w && w->err == 0)
             w->err = rc;
-        return;
+        return false;
     }
     if (w)
         w->pending++;
+    return true;
+}
+
+static struct persist_wait *routing_wait(struct broker *b)
+{
+    if (!b->publisher || !b->publisher->s)
+        return NULL;
+    if (!b->ack_wait) {
+        b->ack_wait = xcalloc(1, sizeof(*b->ack_wait));
+        b->ack_wait->s = b->publisher->s;
+    }
+    return b->ack_wait;
 }
 
 void persist_deliver_offline(struct session *s, const struct session_dlv *d)
 {
-    struct broker *b = s->b;
-    struct persist_wait *w = NULL;
-
     if (d->qos == 0 || msg_is_expired(d->m, clock_now_ms()))
         return;
-    if (b->publisher && b->publisher->s) {
-        if (!b->ack_wait) {
-            b->ack_wait = xcalloc(1, sizeof(*b->ack_wait));
-            b->ack_wait->s = b->publisher->s;
-        }
-        w = b->ack_wait;
-    }
-    push(s, d, w);
+    (void)push(s, d, routing_wait(s->b));
+}
+
+bool persist_deliver_online(struct session *s, const struct session_dlv *d)
+{
+    if (!push(s, d, routing_wait(s->b)))
+        return false;
+    s->stored_backlog++;
+    return true;
 }
 
 bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid)

@@ -185,11 +185,16 @@ static uint16_t next_pid(struct session *s)
     }
 }
 
-static bool enqueue(struct session *s, const struct session_dlv *d)
+static bool queue_has_room(const struct session *s, const struct session_dlv *d)
 {
     const struct conf *cf = s->b->conf;
-    if ((cf->max_queued_messages && s->q->q_len >= cf->max_queued_messages) ||
-        (cf->max_queued_bytes && s->q->q_bytes + d->m->payload_len > cf->max_queued_bytes)) {
+    return !(cf->max_queued_messages && s->q->q_len >= cf->max_queued_messages) &&
+           !(cf->max_queued_bytes && s->q->q_bytes + d->m->payload_len > cf->max_queued_bytes);
+}
+
+static bool enqueue(struct session *s, const struct session_dlv *d)
+{
+    if (!queue_has_room(s, d)) {
         s->b->stats.pub_dropped++;
         return false;
     }
@@ -381,13 +386,20 @@ void session_deliver(struct session *s, const struct session_dlv *d)
     if (!c && s->expiry_s == 0)
         return;
     (void)session_q_get(s);
-    if (c && c->state == CONN_ACTIVE && s->q->q_len == 0 && s->q->n_inflight < window_of(s)) {
-        struct session_dlv own = *d;
+    bool is_now =
+        c && c->state == CONN_ACTIVE && s->q->q_len == 0 && s->q->n_inflight < window_of(s);
+    struct session_dlv own = *d;
+    /* A persistent session's messages are in the store until acknowledged, so a node that
+     * dies with them unacknowledged loses nothing. A message the queue would drop is not
+     * stored either, which keeps the stored queue in the local one's order. */
+    if (s->expiry_s != 0 && persist_is_on(s->b) && (is_now || queue_has_room(s, d)))
+        own.from_store = persist_deliver_online(s, d);
+    if (is_now) {
         own.m = msg_ref(d->m);
         (void)send_new(s, &own);
         return;
     }
-    (void)enqueue(s, d);
+    (void)enqueue(s, &own);
     if (c && c->state == CONN_ACTIVE && s->q->q_len >= queue_high(s))
         congest(s);
 }
