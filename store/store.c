@@ -548,7 +548,9 @@ int store_retain_set(struct store *s, const char *topic, struct store_blob msg, 
     return rc < 0 ? req_abort(r, rc) : 0;
 }
 
-int store_session_scan(struct store *s, store_retain_cb cb, void *ctx)
+/* The two whole-store reads: same callback shape, different backend op. */
+static int start_scan(struct store *s, int (*op)(void *impl, struct store__req *r),
+                      store_retain_cb cb, void *ctx)
 {
     struct store__req *r;
     int rc = start_check(s, cb != NULL);
@@ -557,19 +559,16 @@ int store_session_scan(struct store *s, store_retain_cb cb, void *ctx)
         return rc;
     r = req_new(s, STORE__CB_RETAIN, ctx);
     r->cb.retain = cb;
-    rc = s->ops->session_scan(s->impl, r);
+    rc = op(s->impl, r);
     return rc < 0 ? req_abort(r, rc) : 0;
+}
+
+int store_session_scan(struct store *s, store_retain_cb cb, void *ctx)
+{
+    return start_scan(s, s ? s->ops->session_scan : NULL, cb, ctx);
 }
 
 int store_retain_load(struct store *s, store_retain_cb cb, void *ctx)
 {
-    struct store__req *r;
-    int rc = start_check(s, cb != NULL);
-
-    if (rc < 0)
-        return rc;
-    r = req_new(s, STORE__CB_RETAIN, ctx);
-    r->cb.retain = cb;
-    rc = s->ops->retain_load(s->impl, r);
-    return rc < 0 ? req_abort(r, rc) : 0;
+    return start_scan(s, s ? s->ops->retain_load : NULL, cb, ctx);
 }

@@ -1504,11 +1504,13 @@ static int rds_retain_set(void *impl, struct store__req *r, const char *topic,
     return cmd_submit(impl, c);
 }
 
-/* HSCAN in batches rather than one HGETALL: a hash of 100k messages would otherwise come back
- * as one reply that stalls Redis and this loop while it is built and parsed. */
-static int rds_retain_load(void *impl, struct store__req *r)
+/* A multi-round-trip scan: retained messages by HSCAN in batches rather than one HGETALL (a
+ * hash of 100k messages would otherwise come back as one reply that stalls Redis and this loop
+ * while it is built and parsed), and sessions through their index set the same way, so a
+ * start-up never walks the whole keyspace. */
+static int scan_start(void *impl, struct store__req *r, enum rds_op op)
 {
-    struct rds_cmd *c = cmd_new(r, RDS_OP_RETAIN_LOAD);
+    struct rds_cmd *c = cmd_new(r, op);
 
     c->scan = xcalloc(1, sizeof(*c->scan));
     c->scan->cursor[0] = '0';
@@ -1516,15 +1518,14 @@ static int rds_retain_load(void *impl, struct store__req *r)
     return cmd_submit(impl, c);
 }
 
-/* Sessions are listed through an index set, so a start-up never walks the whole keyspace. */
+static int rds_retain_load(void *impl, struct store__req *r)
+{
+    return scan_start(impl, r, RDS_OP_RETAIN_LOAD);
+}
+
 static int rds_session_scan(void *impl, struct store__req *r)
 {
-    struct rds_cmd *c = cmd_new(r, RDS_OP_SESSION_SCAN);
-
-    c->scan = xcalloc(1, sizeof(*c->scan));
-    c->scan->cursor[0] = '0';
-    scan_build(c);
-    return cmd_submit(impl, c);
+    return scan_start(impl, r, RDS_OP_SESSION_SCAN);
 }
 
 const struct store__backend_ops store__redis_ops = {
