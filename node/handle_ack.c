@@ -7,6 +7,7 @@
 #include "node/err.h"
 #include "node/handle.h"
 #include "node/log.h"
+#include "node/persist.h"
 #include "node/session.h"
 
 int handle_ack(struct conn *c, struct codec_packet *p)
@@ -15,6 +16,12 @@ int handle_ack(struct conn *c, struct codec_packet *p)
 
     if (p->type == CODEC_PUBREL) {
         int rc = session_rx_qos2_release(c->s, pid);
+        /* A forgotten id must be durable before PUBCOMP, or a restart could take the
+         * client's next message with that id for a duplicate. */
+        if (rc == 0)
+            persist_save_before_ack(c);
+        if (rc == 0 && persist_ack_defer(c, CODEC_PUBCOMP, pid))
+            return 0;
         struct codec_packet r = {0};
         r.type = CODEC_PUBCOMP;
         r.u.ack.packet_id = pid;

@@ -140,6 +140,8 @@ int handle_publish(struct conn *c, struct codec_packet *p)
     router_publish(b, m, c->s);
     b->publisher = NULL;
     msg_unref(&m);
+    if (pub->qos == 2)
+        persist_save_before_ack(c); /* the packet id must be durable before PUBREC */
     if (pub->qos > 0 && !persist_ack_defer(c, (uint8_t)ack, pub->packet_id))
         send_ack(c, ack, pub->packet_id, 0);
     return 0;

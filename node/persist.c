@@ -132,6 +132,11 @@ static void state_write(const struct session *s, struct buf *o)
         put8(o, sub->retain_handling);
         put32(o, sub->sub_id);
     }
+    /* Incoming QoS 2 packet ids awaiting PUBREL: a resent PUBLISH must stay a duplicate. */
+    uint32_t n_rx = s->q ? s->q->n_rx_qos2 : 0;
+    put32(o, n_rx);
+    for (uint32_t i = 0; i < n_rx; i++)
+        put16(o, s->q->rx_qos2[i]);
 }
 
 /* Fills a fresh session from a state blob. Returns 0 or ERR_MALFORMED. */
@@ -167,6 +172,12 @@ static int state_read(struct session *s, const uint8_t *p, size_t n)
         sub->is_shared = (flags >> 2) & 1;
         sub->retain_handling = rh;
         sub->sub_id = sub_id;
+    }
+    uint32_t n_rx = (uint32_t)get(&r, 4);
+    for (uint32_t i = 0; i < n_rx && !r.is_bad && i < 65535; i++) {
+        uint16_t pid = (uint16_t)get(&r, 2);
+        if (!r.is_bad)
+            (void)session_rx_qos2_seen(s, pid);
     }
     return r.is_bad ? ERR_MALFORMED : 0;
 }
@@ -216,15 +227,29 @@ static void on_written(void *ctx, int rc)
                         rc == ERR_EXISTS ? "fenced by a newer owner" : err_str(rc));
 }
 
-static void save(struct session *s, uint64_t expires_at)
+static void on_pushed(void *ctx, int rc);
+
+/* Writes the state; w (may be NULL) is an acknowledgement that waits for it. */
+static void save_waited(struct session *s, uint64_t expires_at, struct persist_wait *w)
 {
     struct buf o = {0};
     state_write(s, &o);
     struct store_blob blob = {buf_head(&o), buf_used(&o)};
-    if (store_session_save(s->b->store, s->client_id, s->epoch, blob, expires_at, on_written,
-                           NULL) < 0)
+    int rc = store_session_save(s->b->store, s->client_id, s->epoch, blob, expires_at,
+                                w ? on_pushed : on_written, w);
+    if (rc < 0) {
         log_ratelimited(LOG_LEVEL_WARN, "persist", "session write not started");
+        if (w && w->err == 0)
+            w->err = rc;
+    } else if (w) {
+        w->pending++;
+    }
     buf_free(&o);
+}
+
+static void save(struct session *s, uint64_t expires_at)
+{
+    save_waited(s, expires_at, NULL);
 }
 
 void persist_save(struct session *s)
@@ -278,6 +303,8 @@ static void flush_acks(struct session *s)
         if (!q->acks)
             q->acks_tail = NULL;
         struct conn *c = s->conn;
+        if (w->type == CODEC_PUBCOMP)
+            w->err = 0; /* PUBCOMP has no way to say it; the id is released here either way */
         if (c && c->state == CONN_ACTIVE) {
             if (w->err < 0 && c->version != CODEC_V5) {
                 /* 3.1.1 cannot say "not stored": closing makes the client send it again.
@@ -344,15 +371,27 @@ static bool push(struct session *s, const struct session_dlv *d, struct persist_
     return true;
 }
 
+static struct persist_wait *wait_for(struct broker *b, struct session *s)
+{
+    if (!b->ack_wait) {
+        b->ack_wait = xcalloc(1, sizeof(*b->ack_wait));
+        b->ack_wait->s = s;
+    }
+    return b->ack_wait;
+}
+
 static struct persist_wait *routing_wait(struct broker *b)
 {
     if (!b->publisher || !b->publisher->s)
         return NULL;
-    if (!b->ack_wait) {
-        b->ack_wait = xcalloc(1, sizeof(*b->ack_wait));
-        b->ack_wait->s = b->publisher->s;
-    }
-    return b->ack_wait;
+    return wait_for(b, b->publisher->s);
+}
+
+void persist_save_before_ack(struct conn *c)
+{
+    struct session *s = c->s;
+    if (s && persist_is_on(c->b) && is_persistent(s))
+        save_waited(s, 0, wait_for(c->b, s));
 }
 
 void persist_deliver_offline(struct session *s, const struct session_dlv *d)

@@ -57,6 +57,9 @@ void persist_dlv_done(struct session *s, const struct session_dlv *d);
  * when the acknowledgement was deferred (the caller must not send it).
  */
 bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid);
+/* The incoming QoS 2 state of c's session changed (a new packet id, or PUBREL): writes it,
+ * and makes the acknowledgement about to be deferred with persist_ack_defer wait for it. */
+void persist_save_before_ack(struct conn *c);
 /* Drops the publisher's pending acknowledgements (its session is going away). */
 void persist_session_gone(struct session *s);
 

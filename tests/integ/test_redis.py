@@ -235,3 +235,32 @@ def test_sigkill_with_messages_in_flight_loses_nothing(node):
     c = resume(node, "persist-k")
     assert receive_all(c, 20) == [b"k%d" % i for i in range(10, 30)]
     c.close()
+
+
+def test_qos2_exactly_once_across_a_restart_mid_flow(node):
+    """The publisher got PUBREC, then the node died: after the restart a resent PUBLISH (DUP)
+    is recognised and not routed again, and PUBREL completes the exchange."""
+    make_session(node, "persist-q2sub", "q2/#")
+    pub = resume(node, "persist-q2pub", expect_present=False)
+    pub.send(rawmqtt.publish("q2/x", b"once", qos=2, pid=7))
+    assert pub.expect(rawmqtt.PUBREC).pid == 7
+    node.signal(signal.SIGKILL)
+    node.proc.wait()
+    node.proc = None
+    pub.close()
+    node.start()
+    pub = resume(node, "persist-q2pub")
+    pub.send(rawmqtt.publish("q2/x", b"once", qos=2, pid=7, dup=True))
+    assert pub.expect(rawmqtt.PUBREC).pid == 7
+    pub.send(rawmqtt.pubrel(7))
+    comp = pub.expect(rawmqtt.PUBCOMP)
+    assert comp.pid == 7 and comp.rc == 0
+    # The id is free again, durably: a new message with it is a new message.
+    pub.send(rawmqtt.publish("q2/x", b"next", qos=2, pid=7))
+    assert pub.expect(rawmqtt.PUBREC).pid == 7
+    pub.send(rawmqtt.pubrel(7))
+    pub.expect(rawmqtt.PUBCOMP)
+    pub.close()
+    sub = resume(node, "persist-q2sub")
+    assert receive_all(sub, 3, timeout=2.0) == [b"once", b"next"]
+    sub.close()
