@@ -264,3 +264,32 @@ def test_qos2_exactly_once_across_a_restart_mid_flow(node):
     sub = resume(node, "persist-q2sub")
     assert receive_all(sub, 3, timeout=2.0) == [b"once", b"next"]
     sub.close()
+
+
+def test_stale_owner_write_is_fenced(broker_factory, redis):
+    """Two nodes on one Redis. A client moves from node A to node B; when A's copy of the
+    session later expires, A's delete carries the old epoch and Redis refuses it."""
+    a = broker_factory(["store %s" % redis.url])
+    b = broker_factory(["store %s" % redis.url])
+    c = a.raw(5)
+    assert c.connect("fenced", version=5, clean=False,
+                     props={rawmqtt.P_SESSION_EXPIRY: 2}).rc == 0
+    assert c.subscribe([("f/#", 1)]).codes == [1]
+    c.send(rawmqtt.disconnect(version=5))
+    c.close()
+    c = b.raw(5)
+    ack = c.connect("fenced", version=5, clean=False, props={rawmqtt.P_SESSION_EXPIRY: 3600})
+    assert ack.rc == 0 and ack.session_present  # read from Redis: A wrote it
+    c.send(rawmqtt.disconnect(version=5))
+    c.close()
+    deadline = time.monotonic() + 8
+    while "fenced by a newer owner" not in a.stderr() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "fenced by a newer owner" in a.stderr()
+    assert redis.cli("EXISTS", "shoal:v1:{fenced}:sess").strip() == "1"
+    publish_qos1(b, "f/x", [b"still-here"])
+    c = b.raw(5)
+    ack = c.connect("fenced", version=5, clean=False, props={rawmqtt.P_SESSION_EXPIRY: 3600})
+    assert ack.session_present
+    assert receive_all(c, 1) == [b"still-here"]
+    c.close()
