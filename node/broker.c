@@ -156,6 +156,8 @@ static void on_prepare(uv_prepare_t *h)
 
     if (b->paused && b->n_congested == 0)
         broker_resume_publishers(b);
+    if (b->n_trims)
+        persist_flush_trims(b);
     /* Flushing can queue more output (a close after a failed write); loop until quiet. */
     while (b->flush_head) {
         struct conn *c = b->flush_head;
@@ -350,6 +352,9 @@ void broker_free(struct broker *b)
     retain_destroy(&b->retained);
     free(b->matches);
     b->matches = NULL;
+    free(b->trims);
+    b->trims = NULL;
+    b->n_trims = 0;
     for (size_t i = 0; i < b->n_listeners; i++)
         tls_ctx_destroy(&b->listeners[i].tls);
     free(b->listeners);

@@ -86,8 +86,11 @@ struct broker {
     /* Flow control: while a subscriber is congested, the publishers feeding it are paused. */
     struct conn *publisher;        /* connection whose PUBLISH is being routed, if any */
     struct persist_wait *ack_wait; /* its acknowledgement's store appends, if any */
-    struct conn *paused;           /* paused publishers, through conn->paused_next */
-    struct session_q *congested;   /* congested sessions, through session_q->cong_next */
+    struct session **trims;        /* sessions with stored messages to trim this pass */
+    size_t n_trims;
+    size_t cap_trims;
+    struct conn *paused;         /* paused publishers, through conn->paused_next */
+    struct session_q *congested; /* congested sessions, through session_q->cong_next */
     uint32_t n_congested;
 
     struct keepalive_entry start_retry; /* loading stored sessions again */

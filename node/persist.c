@@ -436,6 +436,10 @@ bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid)
 
 void persist_session_gone(struct session *s)
 {
+    for (size_t i = 0; s->pending_trim && i < s->b->n_trims; i++)
+        if (s->b->trims[i] == s)
+            s->b->trims[i] = NULL;
+    s->pending_trim = 0;
     struct session_q *q = s->q;
     while (q && q->acks) {
         struct persist_wait *w = q->acks;
@@ -455,7 +459,27 @@ void persist_dlv_done(struct session *s, const struct session_dlv *d)
         return;
     if (s->stored_backlog > 0)
         s->stored_backlog--;
-    (void)store_queue_trim(s->b->store, s->client_id, s->epoch, 1, on_written, NULL);
+    /* Acknowledgements come in bursts: one trim per session per loop pass. */
+    struct broker *b = s->b;
+    if (s->pending_trim++ > 0)
+        return;
+    if (b->n_trims == b->cap_trims) {
+        b->cap_trims = b->cap_trims ? b->cap_trims * 2 : 64;
+        b->trims = xrealloc(b->trims, b->cap_trims * sizeof(*b->trims));
+    }
+    b->trims[b->n_trims++] = s;
+}
+
+void persist_flush_trims(struct broker *b)
+{
+    for (size_t i = 0; i < b->n_trims; i++) {
+        struct session *s = b->trims[i];
+        if (!s)
+            continue;
+        (void)store_queue_trim(b->store, s->client_id, s->epoch, s->pending_trim, on_written, NULL);
+        s->pending_trim = 0;
+    }
+    b->n_trims = 0;
 }
 
 /* ---- resume ----------------------------------------------------------------------------- */

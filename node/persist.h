@@ -51,6 +51,9 @@ bool persist_deliver_online(struct session *s, const struct session_dlv *d);
  * dropped): trims it from the store. */
 void persist_dlv_done(struct session *s, const struct session_dlv *d);
 
+/* Sends this loop pass's trims, one per session (called once per pass, before flushing). */
+void persist_flush_trims(struct broker *b);
+
 /*
  * Acknowledgement of a PUBLISH by conn c (packet type, packet id) once every store append
  * made while routing it has completed, in the order the PUBLISH packets arrived. Returns true

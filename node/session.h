@@ -117,6 +117,7 @@ struct session {
 
     uint64_t epoch;          /* owner epoch in a durable store, fencing its writes */
     uint32_t stored_backlog; /* messages read from the store and not yet gone */
+    uint32_t pending_trim;   /* stored messages gone this loop pass, trimmed in one request */
     bool is_stored;          /* offline, its queue lives in the durable store */
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
