@@ -354,6 +354,7 @@ void broker_free(struct broker *b)
     b->matches = NULL;
     free(b->trims);
     b->trims = NULL;
+    buf_free(&b->persist_out);
     b->n_trims = 0;
     for (size_t i = 0; i < b->n_listeners; i++)
         tls_ctx_destroy(&b->listeners[i].tls);

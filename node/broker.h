@@ -86,6 +86,7 @@ struct broker {
     /* Flow control: while a subscriber is congested, the publishers feeding it are paused. */
     struct conn *publisher;        /* connection whose PUBLISH is being routed, if any */
     struct persist_wait *ack_wait; /* its acknowledgement's store appends, if any */
+    struct buf persist_out;        /* encodes one store write (the store copies it) */
     struct session **trims;        /* sessions with stored messages to trim this pass */
     size_t n_trims;
     size_t cap_trims;

@@ -232,9 +232,10 @@ static void on_pushed(void *ctx, int rc);
 /* Writes the state; w (may be NULL) is an acknowledgement that waits for it. */
 static void save_waited(struct session *s, uint64_t expires_at, struct persist_wait *w)
 {
-    struct buf o = {0};
-    state_write(s, &o);
-    struct store_blob blob = {buf_head(&o), buf_used(&o)};
+    struct buf *o = &s->b->persist_out;
+    buf_reset(o);
+    state_write(s, o);
+    struct store_blob blob = {buf_head(o), buf_used(o)};
     int rc = store_session_save(s->b->store, s->client_id, s->epoch, blob, expires_at,
                                 w ? on_pushed : on_written, w);
     if (rc < 0) {
@@ -244,7 +245,6 @@ static void save_waited(struct session *s, uint64_t expires_at, struct persist_w
     } else if (w) {
         w->pending++;
     }
-    buf_free(&o);
 }
 
 static void save(struct session *s, uint64_t expires_at)
@@ -351,16 +351,16 @@ static void on_pushed(void *ctx, int rc)
 static bool push(struct session *s, const struct session_dlv *d, struct persist_wait *w)
 {
     const struct conf *cf = s->b->conf;
-    struct buf o = {0};
-    dlv_write(d, &o);
-    struct store_blob blob = {buf_head(&o), buf_used(&o)};
+    struct buf *o = &s->b->persist_out;
+    buf_reset(o);
+    dlv_write(d, o);
+    struct store_blob blob = {buf_head(o), buf_used(o)};
     /* A connected session's local queue already applied the limits (and the stored queue
      * also holds its inflight window); an offline one is limited by the store. */
     bool is_offline = s->conn == NULL && s->is_stored;
     int rc =
         store_queue_push(s->b->store, s->client_id, blob, is_offline ? cf->max_queued_messages : 0,
                          is_offline ? cf->max_queued_bytes : 0, on_pushed, w);
-    buf_free(&o);
     if (rc < 0) {
         if (w && w->err == 0)
             w->err = rc;

@@ -1420,18 +1420,25 @@ static int rds_owner_release(void *impl, struct store__req *r, const char *clien
     return cmd_submit(impl, c);
 }
 
-static int rds_session_save(void *impl, struct store__req *r, const char *client_id, uint64_t epoch,
-                            struct store_blob state, uint64_t expiry_s)
+/* Save and delete touch every key of a session, the sessions index, and are fenced by epoch. */
+static void cmd_session_keys(struct rds_cmd *c, enum rds_script script, const char *client_id,
+                             uint64_t epoch)
 {
-    struct rds_cmd *c = cmd_new(r, RDS_OP_SAVE);
-
-    cmd_script(c, RDS_SCRIPT_SAVE, 5);
+    cmd_script(c, script, 5);
     cmd_key(c, client_id, RDS_SUFFIX_OWNER);
     cmd_key(c, client_id, RDS_SUFFIX_SESS);
     cmd_key(c, client_id, RDS_SUFFIX_QUEUE);
     cmd_key(c, client_id, RDS_SUFFIX_QBYTES);
     cmd_str(c, RDS_KEY_SESSIONS);
     cmd_u64(c, epoch);
+}
+
+static int rds_session_save(void *impl, struct store__req *r, const char *client_id, uint64_t epoch,
+                            struct store_blob state, uint64_t expiry_s)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_SAVE);
+
+    cmd_session_keys(c, RDS_SCRIPT_SAVE, client_id, epoch);
     cmd_arg(c, state.p, state.len);
     cmd_u64(c, expiry_s > RDS_EXPIRY_MAX_S ? 0 : expiry_s);
     return cmd_submit(impl, c);
@@ -1452,13 +1459,7 @@ static int rds_session_delete(void *impl, struct store__req *r, const char *clie
 {
     struct rds_cmd *c = cmd_new(r, RDS_OP_DELETE);
 
-    cmd_script(c, RDS_SCRIPT_DELETE, 5);
-    cmd_key(c, client_id, RDS_SUFFIX_OWNER);
-    cmd_key(c, client_id, RDS_SUFFIX_SESS);
-    cmd_key(c, client_id, RDS_SUFFIX_QUEUE);
-    cmd_key(c, client_id, RDS_SUFFIX_QBYTES);
-    cmd_str(c, RDS_KEY_SESSIONS);
-    cmd_u64(c, epoch);
+    cmd_session_keys(c, RDS_SCRIPT_DELETE, client_id, epoch);
     return cmd_submit(impl, c);
 }
 

@@ -24,90 +24,12 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include "tests/unit/store_result.h"
+
 struct fixture {
     uv_loop_t loop;
     struct store *s;
 };
-
-/* What one callback saw. */
-struct result {
-    int calls;
-    int rc;
-    uint64_t epoch;
-    uint64_t prev_epoch;
-    char prev_owner[64];
-    int has_prev_owner;
-    uint8_t state[256];
-    size_t state_len;
-    size_t n;
-    uint8_t blobs[16][64];
-    size_t blob_len[16];
-    int order; /* global delivery order */
-};
-
-static int delivery_seq;
-
-static void on_done(void *ctx, int rc)
-{
-    struct result *r = ctx;
-    r->calls++;
-    r->rc = rc;
-    r->order = ++delivery_seq;
-}
-
-static void on_claim(void *ctx, int rc, uint64_t epoch, const char *prev_owner, uint64_t prev_epoch)
-{
-    struct result *r = ctx;
-    r->calls++;
-    r->rc = rc;
-    r->epoch = epoch;
-    r->prev_epoch = prev_epoch;
-    r->has_prev_owner = prev_owner != NULL;
-    if (prev_owner)
-        (void)snprintf(r->prev_owner, sizeof(r->prev_owner), "%s", prev_owner);
-    r->order = ++delivery_seq;
-}
-
-static void copy_blobs(struct result *r, const struct store_blob *b, size_t n)
-{
-    r->n = n;
-    for (size_t i = 0; i < n && i < 16; i++) {
-        assert_true(b[i].len <= sizeof(r->blobs[i]));
-        assert_true(b[i].len == 0 || b[i].p != NULL);
-        if (b[i].len)
-            memcpy(r->blobs[i], b[i].p, b[i].len);
-        r->blob_len[i] = b[i].len;
-    }
-}
-
-static void on_load(void *ctx, int rc, struct store_blob state, const struct store_blob *queue,
-                    size_t n)
-{
-    struct result *r = ctx;
-    r->calls++;
-    r->rc = rc;
-    assert_true(state.len <= sizeof(r->state));
-    if (state.len)
-        memcpy(r->state, state.p, state.len);
-    r->state_len = state.len;
-    copy_blobs(r, queue, n);
-    r->order = ++delivery_seq;
-}
-
-static void on_retain(void *ctx, int rc, const struct store_blob *msgs, size_t n)
-{
-    struct result *r = ctx;
-    r->calls++;
-    r->rc = rc;
-    copy_blobs(r, msgs, n);
-    r->order = ++delivery_seq;
-}
-
-static struct store_blob blob(const char *s)
-{
-    struct store_blob b = {(const uint8_t *)s, strlen(s)};
-    return b;
-}
 
 static int setup(void **state)
 {
@@ -379,7 +301,7 @@ static void test_destroy_cancels_pending(void **state)
         assert_int_equal(r[i].rc, ERR_CANCELED);
     }
     assert_int_equal(r[0].epoch, 0);
-    assert_int_equal(r[0].has_prev_owner, 0);
+    assert_false(r[0].has_prev_owner);
     assert_int_equal(r[2].n, 0);
     assert_int_equal(r[3].n, 0);
     /* teardown: uv_loop_close() must return 0 */
@@ -448,13 +370,13 @@ static void test_claim_epochs_and_prev_owner(void **state)
     run(f);
     assert_int_equal(r1.rc, 0);
     assert_true(r1.epoch > 0);
-    assert_int_equal(r1.has_prev_owner, 0);
+    assert_false(r1.has_prev_owner);
     assert_int_equal(r1.prev_epoch, 0);
 
     assert_int_equal(store_owner_claim(f->s, "c", on_claim, &r2), 0);
     run(f);
     assert_true(r2.epoch > r1.epoch);
-    assert_int_equal(r2.has_prev_owner, 1);
+    assert_true(r2.has_prev_owner);
     assert_string_equal(r2.prev_owner, "node-a");
     assert_int_equal(r2.prev_epoch, r1.epoch);
 
@@ -462,7 +384,7 @@ static void test_claim_epochs_and_prev_owner(void **state)
     assert_int_equal(store_owner_claim(f->s, "other", on_claim, &r3), 0);
     run(f);
     assert_true(r3.epoch > r2.epoch);
-    assert_int_equal(r3.has_prev_owner, 0);
+    assert_false(r3.has_prev_owner);
 
     assert_int_equal(store_owner_claim(f->s, "c", on_claim, &r4), 0);
     run(f);
@@ -489,7 +411,7 @@ static void test_release(void **state)
 
     assert_int_equal(store_owner_claim(f->s, "c", on_claim, &c), 0);
     run(f);
-    assert_int_equal(c.has_prev_owner, 0);
+    assert_false(c.has_prev_owner);
     assert_true(c.epoch > e2);
 
     /* Releasing an unknown id is a no-op. */

@@ -36,6 +36,8 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include "tests/unit/store_result.h"
+
 extern char **environ;
 
 #define REDIS_BIN    "/usr/bin/redis-server"
@@ -449,87 +451,6 @@ static int group_teardown(void **state)
     (void)state;
     server_destroy(&main_sv);
     return 0;
-}
-
-/* ---- results -------------------------------------------------------------------------------- */
-
-struct result {
-    int calls;
-    int rc;
-    uint64_t epoch;
-    uint64_t prev_epoch;
-    char prev_owner[64];
-    bool has_prev_owner;
-    uint8_t state[256];
-    size_t state_len;
-    size_t n;
-    uint8_t blobs[16][64];
-    size_t blob_len[16];
-    int order;
-};
-
-static int delivery_seq;
-
-static void on_done(void *ctx, int rc)
-{
-    struct result *r = ctx;
-    r->calls++;
-    r->rc = rc;
-    r->order = ++delivery_seq;
-}
-
-static void on_claim(void *ctx, int rc, uint64_t epoch, const char *prev_owner, uint64_t prev_epoch)
-{
-    struct result *r = ctx;
-    r->calls++;
-    r->rc = rc;
-    r->epoch = epoch;
-    r->prev_epoch = prev_epoch;
-    r->has_prev_owner = prev_owner != NULL;
-    if (prev_owner)
-        (void)snprintf(r->prev_owner, sizeof(r->prev_owner), "%s", prev_owner);
-    r->order = ++delivery_seq;
-}
-
-static void copy_blobs(struct result *r, const struct store_blob *b, size_t n)
-{
-    r->n = n;
-    for (size_t i = 0; i < n && i < 16; i++) {
-        assert_true(b[i].len <= sizeof(r->blobs[i]));
-        assert_true(b[i].len == 0 || b[i].p != NULL);
-        if (b[i].len)
-            memcpy(r->blobs[i], b[i].p, b[i].len);
-        r->blob_len[i] = b[i].len;
-    }
-}
-
-static void on_load(void *ctx, int rc, struct store_blob state, const struct store_blob *queue,
-                    size_t n)
-{
-    struct result *r = ctx;
-    r->calls++;
-    r->rc = rc;
-    assert_true(state.len <= sizeof(r->state));
-    if (state.len)
-        memcpy(r->state, state.p, state.len);
-    r->state_len = state.len;
-    copy_blobs(r, queue, n);
-    r->order = ++delivery_seq;
-}
-
-static void on_retain(void *ctx, int rc, const struct store_blob *msgs, size_t n)
-{
-    struct result *r = ctx;
-    r->calls++;
-    r->rc = rc;
-    copy_blobs(r, msgs, n);
-    r->order = ++delivery_seq;
-}
-
-static struct store_blob blob(const char *s)
-{
-    struct store_blob b = {(const uint8_t *)s, strlen(s)};
-    return b;
 }
 
 static void wait_one(struct fixture *f, const struct result *r)
