@@ -606,7 +606,7 @@ static void flush_xp(struct conn *c)
 
 void conn_flush(struct conn *c)
 {
-    if (c->has_closed)
+    if (c->has_closed || c->corked)
         return;
     if (c->xp) {
         flush_xp(c);
@@ -710,6 +710,37 @@ void conn_close(struct conn *c, int err)
         c->close_after_flush = true;
         keepalive_arm(&b->wheel, &c->ka, clock_now_ms() + CONN_CLOSE_TIMEOUT_MS, on_timer);
     }
+}
+
+void conn_cork(struct conn *c)
+{
+    c->corked++;
+    conn_ref(c);
+}
+
+static void drop_output(struct conn *c)
+{
+    release_segs(c->segs, c->n_segs);
+    free(c->segs);
+    c->segs = NULL;
+    c->n_segs = c->cap_segs = 0;
+    buf_free(&c->out);
+    c->out_bytes = 0;
+}
+
+void conn_uncork(struct conn *c, bool is_ok)
+{
+    if (ALWAYS(c->corked > 0))
+        c->corked--;
+    if (!is_ok && !c->has_closed) {
+        drop_output(c);
+        if (c->xp)
+            c->xp->is_failed = true; /* no close alert or frame either */
+        conn_close(c, ERR_SERVER_UNAVAILABLE);
+    }
+    if (c->corked == 0 && !c->has_closed && c->out_bytes > 0)
+        broker_flush_later(c->b, c);
+    conn_unref(c);
 }
 
 static void on_timer(struct keepalive_entry *e, uint64_t now_ms)

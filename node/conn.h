@@ -90,6 +90,7 @@ struct conn {
     bool close_after_flush;
     bool has_closed; /* uv_close called */
     bool is_paused;  /* reading stopped by flow control */
+    uint8_t corked;  /* output held until store writes complete (conn_cork) */
 };
 
 /* For log lines: the client id (escaped) and the peer address. Each returns one of a few
@@ -128,8 +129,19 @@ void conn_hold(struct conn *c);
  * closing connection. */
 void conn_resume(struct conn *c);
 
-/* Writes everything queued. Called by the broker's prepare hook. */
+/* Writes everything queued, unless corked. Called by the broker's prepare hook. */
 void conn_flush(struct conn *c);
+
+/*
+ * Holds the output queued from now on (and what is queued already) until the matching
+ * conn_uncork: a CONNACK or SUBACK waits for the session state it promises to be stored, and
+ * whatever follows it on the wire waits behind it. Nests. Takes a reference on c, which
+ * conn_uncork drops. Never calls back.
+ */
+void conn_cork(struct conn *c);
+/* Ends one conn_cork. is_ok false: the write failed, so what was held is never sent and the
+ * connection is closed without another packet (the client sees no acknowledgement). */
+void conn_uncork(struct conn *c, bool is_ok);
 
 /* Stops reading, flushes what is queued (a DISCONNECT or CONNACK already sent), then closes.
  * err is the reason, for logs and the will: 0 for a clean DISCONNECT. Idempotent. */

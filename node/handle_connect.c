@@ -332,15 +332,17 @@ static int connect_finish(struct conn *c, struct codec_packet *p, const char *us
     s->version = k->version;
     free(s->username);
     s->username = user ? xstrndup(user, ulen) : NULL;
-    if (is_resumed)
-        persist_resumed(s, w->epoch);
+    uint32_t old_expiry = s->expiry_s;
     s->expiry_s = session_expiry_of(c, k, &p->props);
     rc = set_will(c, s, k);
     if (rc < 0) {
+        s->expiry_s = old_expiry;
         if (!present)
             session_destroy(&s);
         return rc;
     }
+    if (is_resumed)
+        persist_resumed(s, c, w->epoch);
 
     send_connack(c, present, assigned, server_ka);
     c->state = CONN_ACTIVE;

@@ -119,7 +119,7 @@ int handle_subscribe(struct conn *c, struct codec_packet *p)
     ack.u.suback.count = n;
     ack.u.suback.reasons = reasons;
     (void)conn_send(c, &ack);
-    persist_save(c->s);
+    persist_save_acked(c);
 
     for (uint32_t i = 0; i < n; i++) {
         struct session_sub *sub = subs[i];
@@ -160,7 +160,7 @@ int handle_unsubscribe(struct conn *c, struct codec_packet *p)
     ack.u.suback.count = c->version == 5 ? n : 0;
     ack.u.suback.reasons = reasons;
     (void)conn_send(c, &ack);
-    persist_save(c->s);
+    persist_save_acked(c);
     if (reasons != rstack)
         free(reasons);
     return 0;

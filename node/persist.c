@@ -26,8 +26,10 @@
 #include "node/session.h"
 #include "store/store.h"
 
-#define PERSIST_STATE_VERSION 1
+#define PERSIST_STATE_VERSION 2 /* 1: without the will */
 #define PERSIST_DLV_VERSION   1
+
+void session__will_detach(struct session *s, int err);
 
 /* A publisher's acknowledgement waiting for store appends. */
 struct persist_wait {
@@ -137,6 +139,44 @@ static void state_write(const struct session *s, struct buf *o)
     put32(o, n_rx);
     for (uint32_t i = 0; i < n_rx; i++)
         put16(o, s->q->rx_qos2[i]);
+    /* The will, so that a session whose node dies still has it published by whoever loads it
+     * next. */
+    const struct session_will *w = s->will;
+    put8(o, w && w->m);
+    if (w && w->m) {
+        put8(o, w->qos);
+        put8(o, w->retain);
+        put32(o, w->delay_s);
+        put32(o, w->expiry_s);
+        size_t n = msg_blob_size(w->m);
+        put32(o, (uint32_t)n);
+        uint8_t *p = buf_reserve(o, n);
+        msg_blob_write(w->m, p, clock_now_ms(), clock_wall_s() * 1000u);
+        buf_commit(o, n);
+    }
+}
+
+static void will_read(struct session *s, struct reader *r)
+{
+    if (!get(r, 1))
+        return;
+    uint8_t qos = (uint8_t)get(r, 1);
+    bool retain = get(r, 1) != 0;
+    uint32_t delay_s = (uint32_t)get(r, 4);
+    uint32_t expiry_s = (uint32_t)get(r, 4);
+    size_t n = (size_t)get(r, 4);
+    if (r->is_bad || r->n < n || qos > 2) {
+        r->is_bad = true;
+        return;
+    }
+    struct msg *m = msg_blob_read(r->p, n, clock_now_ms(), clock_wall_s() * 1000u);
+    r->p += n;
+    r->n -= n;
+    if (!m) {
+        r->is_bad = true;
+        return;
+    }
+    session_will_set(s, m, qos, retain, delay_s, expiry_s);
 }
 
 /* Fills a fresh session from a state blob. Returns 0 or ERR_MALFORMED. */
@@ -145,7 +185,8 @@ static int state_read(struct session *s, const uint8_t *p, size_t n)
     struct reader r = {p, n, false};
     size_t len;
 
-    if (get(&r, 1) != PERSIST_STATE_VERSION)
+    uint8_t v = (uint8_t)get(&r, 1);
+    if (v != 1 && v != PERSIST_STATE_VERSION)
         return ERR_MALFORMED;
     s->version = (uint8_t)get(&r, 1);
     s->expiry_s = (uint32_t)get(&r, 4);
@@ -179,6 +220,8 @@ static int state_read(struct session *s, const uint8_t *p, size_t n)
         if (!r.is_bad)
             (void)session_rx_qos2_seen(s, pid);
     }
+    if (v >= 2)
+        will_read(s, &r);
     return r.is_bad ? ERR_MALFORMED : 0;
 }
 
@@ -252,10 +295,43 @@ static void save(struct session *s, uint64_t expires_at)
     save_waited(s, expires_at, NULL);
 }
 
+static void on_saved_corked(void *ctx, int rc)
+{
+    struct conn *c = ctx;
+    if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "persist",
+                        "session state not stored, connection closed client_id=%s rc=%s",
+                        conn_log_id(c),
+                        rc == ERR_EXISTS ? "fenced by a newer owner" : err_str(rc));
+    conn_uncork(c, rc == 0 || rc == ERR_CANCELED);
+}
+
+/* Writes s's state and holds c's output (the acknowledgement just queued) until it is
+ * stored. */
+static void save_corked(struct session *s, struct conn *c)
+{
+    struct buf *o = &s->b->persist_out;
+    buf_reset(o);
+    state_write(s, o);
+    struct store_blob blob = {buf_head(o), buf_used(o)};
+    if (store_session_save(s->b->store, s->client_id, s->epoch, blob, 0, on_saved_corked, c) < 0)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "session write not started");
+    else
+        conn_cork(c);
+}
+
+void persist_save_acked(struct conn *c)
+{
+    if (c->s && persist_is_on(c->b) && is_persistent(c->s))
+        save_corked(c->s, c);
+}
+
 void persist_save(struct session *s)
 {
-    if (persist_is_on(s->b) && is_persistent(s))
-        save(s, 0);
+    if (!persist_is_on(s->b) || !is_persistent(s))
+        return;
+    bool is_open = s->conn || s->expiry_s == UINT32_MAX;
+    save(s, is_open ? 0 : clock_wall_s() + s->expiry_s);
 }
 
 void persist_forget(struct session *s)
@@ -580,12 +656,12 @@ int persist_resume(struct conn *c, const char *client_id, size_t len, bool clean
     return 0;
 }
 
-void persist_resumed(struct session *s, uint64_t epoch)
+void persist_resumed(struct session *s, struct conn *c, uint64_t epoch)
 {
     s->epoch = epoch;
     s->is_stored = false;
     if (is_persistent(s))
-        save(s, 0);
+        save_corked(s, c);
     else
         persist_forget(s); /* it comes back without persistence: the stored one is over */
 }
@@ -613,6 +689,16 @@ static void on_scanned(void *ctx, int rc, const struct store_blob *pairs, size_t
             }
         }
         free(id);
+    }
+    /* A stored will belongs to a connection that ended without DISCONNECT (a clean one
+     * clears it): it goes out after its delay, once every session is in to receive it. */
+    for (size_t i = 0; rc == 0 && i + 1 < n; i += 2) {
+        struct session *s = broker_session_find(l->b, (const char *)pairs[i].p, pairs[i].len);
+        if (s && s->will && !s->conn) {
+            session__will_detach(s, ERR_IO);
+            if (!s->will)
+                persist_save(s); /* published: the stored state must not hold it again */
+        }
     }
     if (rc < 0)
         log_error("persist", "cannot load sessions from the store rc=%s", err_str(rc));

@@ -34,6 +34,10 @@ int persist_load_all(struct broker *b, void (*done)(void *ctx, int rc), void *ct
 /* Writes the session's state (subscriptions, expiry, identity) to the store, fenced by its
  * epoch. Fire and forget: a failure is logged. No-op for non-persistent sessions. */
 void persist_save(struct session *s);
+/* SUBSCRIBE or UNSUBSCRIBE changed c's persistent session: writes its state, and holds c's
+ * output, the SUBACK or UNSUBACK included, until it is stored (the connection is closed if it
+ * cannot be). No-op unless persistent with a durable store. */
+void persist_save_acked(struct conn *c);
 /* Deletes the stored session (fenced). */
 void persist_forget(struct session *s);
 /* The session goes offline: its state is saved with its expiry, and its unacknowledged and
@@ -74,7 +78,9 @@ void persist_session_gone(struct session *s);
  */
 int persist_resume(struct conn *c, const char *client_id, size_t len, bool clean_start,
                    void (*cont)(void *ctx, int rc, uint64_t epoch), void *ctx);
-/* Applies a resume's result to s (the session chosen by CONNECT). */
-void persist_resumed(struct session *s, uint64_t epoch);
+/* Applies a resume's result to s (the session chosen by CONNECT, with its expiry and will
+ * set) and writes its state; c's output (the CONNACK about to be queued) is held until the
+ * state is stored, and c is closed without it if the write fails. */
+void persist_resumed(struct session *s, struct conn *c, uint64_t epoch);
 
 #endif

@@ -11,6 +11,7 @@
 #include "node/buf.h"
 #include "node/clock.h"
 #include "node/msg.h"
+#include "node/persist.h"
 #include "node/router.h"
 #include "node/session.h"
 
@@ -71,8 +72,10 @@ void session_will_publish(struct session *s)
 static void on_will_delay(struct keepalive_entry *e, uint64_t now_ms)
 {
     struct session_will *w = container_of(e, struct session_will, timer);
+    struct session *s = w->s;
     (void)now_ms;
-    session_will_publish(w->s);
+    session_will_publish(s);
+    persist_save(s); /* the stored state must not publish it again */
 }
 
 void session__will_detach(struct session *s, int err)

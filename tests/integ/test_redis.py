@@ -293,3 +293,68 @@ def test_stale_owner_write_is_fenced(broker_factory, redis):
     assert ack.session_present
     assert receive_all(c, 1) == [b"still-here"]
     c.close()
+
+
+def test_will_survives_a_node_kill(node):
+    """The will of a persistent session is stored with it: when the node dies under a
+    connected client, the restarted node publishes it (here into another persistent
+    session's stored queue). A client that left with DISCONNECT leaves no will behind."""
+    make_session(node, "will-sub", "wills/#")
+    gone = node.raw(4)
+    assert gone.connect("will-gone", clean=False,
+                        will={"topic": "wills/gone", "payload": b"not-sent", "qos": 1}).rc == 0
+    gone.send(rawmqtt.disconnect())
+    gone.close()
+    dying = node.raw(4)
+    assert dying.connect("will-dying", clean=False,
+                         will={"topic": "wills/dying", "payload": b"bye", "qos": 1}).rc == 0
+    node.signal(signal.SIGKILL)
+    node.proc.wait()
+    node.proc = None
+    dying.close()
+    node.start()
+    c = resume(node, "will-sub")
+    assert receive_all(c, 2, timeout=2.0) == [b"bye"]
+    c.close()
+    # Published once: the stored state no longer holds it.
+    node.restart()
+    c = resume(node, "will-sub")
+    assert receive_all(c, 1, timeout=1.0) == []
+    c.close()
+
+
+def test_suback_waits_until_the_subscription_is_stored(node, redis):
+    """With Redis frozen (SIGSTOP), a persistent session's SUBACK is held back; it arrives
+    once the subscription is written, and the subscription then survives a SIGKILL."""
+    c = resume(node, "persist-sa", expect_present=False)
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        c.send(rawmqtt.subscribe(7, [("sa/#", 1)]))
+        assert c.try_recv(0.7) is None
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    ack = c.expect(rawmqtt.SUBACK, timeout=5)
+    assert ack.pid == 7
+    node.signal(signal.SIGKILL)
+    node.proc.wait()
+    node.proc = None
+    c.close()
+    node.start()
+    publish_qos1(node, "sa/x", [b"kept"])
+    c = resume(node, "persist-sa")
+    assert receive_all(c, 1) == [b"kept"]
+    c.close()
+
+
+def test_connack_waits_until_the_session_is_stored(node, redis):
+    """A new persistent session is written before its CONNACK: SIGKILL right after the
+    CONNACK still finds it after the restart."""
+    for i in range(3):
+        c = resume(node, "persist-ca%d" % i, expect_present=False)
+        node.signal(signal.SIGKILL)
+        node.proc.wait()
+        node.proc = None
+        c.close()
+        node.start()
+        c = resume(node, "persist-ca%d" % i, expect_present=True)
+        c.close()
