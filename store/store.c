@@ -572,3 +572,121 @@ int store_retain_load(struct store *s, store_retain_cb cb, void *ctx)
 {
     return start_scan(s, s ? s->ops->retain_load : NULL, cb, ctx);
 }
+
+/* ---- cluster support: member registry, adoption, parked messages ------------------------ */
+
+int store_member_heartbeat(struct store *s, const char *node_id, struct store_blob info,
+                           uint32_t ttl_ms, store_done_cb cb, void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    /* Redis refuses a zero PX, and a member that expires as it is written is no member. */
+    if (!key_ok(node_id) || !blob_ok(info) || ttl_ms == 0)
+        return ERR_INVALID;
+    r = req_new(s, STORE__CB_DONE, ctx);
+    r->cb.done = cb;
+    rc = s->ops->member_heartbeat(s->impl, r, node_id, info, ttl_ms);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}
+
+int store_member_leave(struct store *s, const char *node_id, store_done_cb cb, void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    if (!key_ok(node_id))
+        return ERR_INVALID;
+    r = req_new(s, STORE__CB_DONE, ctx);
+    r->cb.done = cb;
+    rc = s->ops->member_leave(s->impl, r, node_id);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}
+
+int store_member_list(struct store *s, store_retain_cb cb, void *ctx)
+{
+    return start_scan(s, s ? s->ops->member_list : NULL, cb, ctx);
+}
+
+int store_session_scan_owned(struct store *s, const char *owner, store_retain_cb cb, void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    if (!key_ok(owner))
+        return ERR_INVALID;
+    r = req_new(s, STORE__CB_RETAIN, ctx);
+    r->cb.retain = cb;
+    rc = s->ops->session_scan_owned(s->impl, r, owner);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}
+
+int store_owner_adopt(struct store *s, const char *client_id, const char *dead_owner,
+                      store_claim_cb cb, void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    if (!key_ok(client_id) || !key_ok(dead_owner))
+        return ERR_INVALID;
+    r = req_new(s, STORE__CB_CLAIM, ctx);
+    r->cb.claim = cb;
+    rc = s->ops->owner_adopt(s->impl, r, client_id, dead_owner);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}
+
+int store_node_adopt_lock(struct store *s, const char *dead_node, uint32_t ttl_ms, store_done_cb cb,
+                          void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    if (!key_ok(dead_node) || ttl_ms == 0)
+        return ERR_INVALID;
+    r = req_new(s, STORE__CB_DONE, ctx);
+    r->cb.done = cb;
+    rc = s->ops->node_adopt_lock(s->impl, r, dead_node, ttl_ms);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}
+
+int store_park_push(struct store *s, const char *dead_node, struct store_blob msg, store_done_cb cb,
+                    void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    if (!key_ok(dead_node) || !blob_ok(msg))
+        return ERR_INVALID;
+    r = req_new(s, STORE__CB_DONE, ctx);
+    r->cb.done = cb;
+    rc = s->ops->park_push(s->impl, r, dead_node, msg);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}
+
+int store_park_take(struct store *s, const char *dead_node, size_t max, store_retain_cb cb,
+                    void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    if (!key_ok(dead_node) || max == 0)
+        return ERR_INVALID;
+    r = req_new(s, STORE__CB_RETAIN, ctx);
+    r->cb.retain = cb;
+    rc = s->ops->park_take(s->impl, r, dead_node, max);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}

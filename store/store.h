@@ -12,6 +12,9 @@
  * Keys: a session is named by its client id. Ownership is a registry entry (owner node, epoch)
  * claimed atomically; every session write carries the writer's epoch and is refused with
  * ERR_EXISTS when a newer epoch has claimed the client id since (fencing).
+ *
+ * A cluster also keeps here which nodes are alive (member registry), elects one node to adopt
+ * a dead node's sessions, and parks the messages that could not reach a node for its adopter.
  */
 
 #include <stdbool.h>
@@ -94,5 +97,61 @@ int store_retain_set(struct store *s, const char *topic, struct store_blob msg, 
 int store_session_scan(struct store *s, store_retain_cb cb, void *ctx);
 /* Reads every retained message (used to warm a node's cache at start). */
 int store_retain_load(struct store *s, store_retain_cb cb, void *ctx);
+
+/*
+ * What a cluster keeps in the store. These calls follow the contract above: ERR_INVALID and no
+ * callback for a NULL store or callback, an empty id, a bad blob or a zero ttl_ms; otherwise
+ * exactly one callback, with ERR_TIMEOUT or ERR_IO while a redis server cannot be reached.
+ * Node ids are any non-empty strings (not only this store's node_id); strings are copied.
+ */
+
+/* ---- member registry: which nodes are alive (a cluster finds its members through it) ---- */
+
+/* Records node_id as alive with info (an opaque blob: its advertised address and incarnation),
+ * until ttl_ms after this call unless renewed by another heartbeat. A heartbeat replaces the
+ * info and the deadline of the previous one. The memory backend measures ttl_ms with the
+ * loop's clock, redis with its own. */
+int store_member_heartbeat(struct store *s, const char *node_id, struct store_blob info,
+                           uint32_t ttl_ms, store_done_cb cb, void *ctx);
+/* Removes node_id at once (a clean leave). rc 0 also when it was not listed. */
+int store_member_leave(struct store *s, const char *node_id, store_done_cb cb, void *ctx);
+/* Lists live members: blobs in pairs, node id then info (n is twice the members), in no
+ * particular order. Expired members are not listed (and are dropped from the index on the
+ * way). */
+int store_member_list(struct store *s, store_retain_cb cb, void *ctx);
+
+/* ---- sessions by owner (a node adopting the sessions of a dead one) ---- */
+
+/* Like store_session_scan, but only sessions whose owner entry names owner (released or
+ * unowned sessions are not returned). Pairs: client id, state. owner is copied; ERR_INVALID
+ * (no callback) when it is empty. A session claimed by another node while the scan runs may
+ * or may not be listed: store_owner_adopt settles each one. */
+int store_session_scan_owned(struct store *s, const char *owner, store_retain_cb cb, void *ctx);
+/* Claims client_id for this node with a new epoch only while dead_owner still owns it:
+ * rc 0 with the new epoch (prev_owner = dead_owner, prev_epoch its epoch, now fenced off), or
+ * ERR_EXISTS (no change, epoch 0) when another node owns it now (prev_owner/prev_epoch then
+ * say who) or nobody does (prev_owner NULL, prev_epoch 0). The new epoch is made exactly as
+ * store_owner_claim makes one. ERR_INVALID (no callback) for an empty id or dead_owner. */
+int store_owner_adopt(struct store *s, const char *client_id, const char *dead_owner,
+                      store_claim_cb cb, void *ctx);
+/* Atomically elects one adopter for a dead node's sessions: rc 0 if this node (the store's
+ * node_id) won, or it had already won (which renews its hold for ttl_ms); ERR_EXISTS if
+ * another node won (within ttl_ms; after that the election may be won again, so an adopter
+ * that dies mid-way is replaced). ERR_INVALID (no callback) for an empty dead_node or a zero
+ * ttl_ms. */
+int store_node_adopt_lock(struct store *s, const char *dead_node, uint32_t ttl_ms, store_done_cb cb,
+                          void *ctx);
+
+/* ---- parked messages: for a node that could not be reached, kept for its adopter ---- */
+
+/* Appends an opaque message blob (copied; may be empty) to dead_node's parked list. The list
+ * has no expiry: it waits for a taker. */
+int store_park_push(struct store *s, const char *dead_node, struct store_blob msg, store_done_cb cb,
+                    void *ctx);
+/* Removes and returns up to max parked messages of dead_node, oldest first (n = 0 when none
+ * are left). Atomic: two takers never get the same message, and none is lost between them.
+ * ERR_INVALID (no callback) for an empty dead_node or max 0. */
+int store_park_take(struct store *s, const char *dead_node, size_t max, store_retain_cb cb,
+                    void *ctx);
 
 #endif

@@ -81,6 +81,18 @@ struct store__backend_ops {
     int (*retain_set)(void *impl, struct store__req *r, const char *topic, struct store_blob msg);
     int (*retain_load)(void *impl, struct store__req *r);
     int (*session_scan)(void *impl, struct store__req *r);
+    int (*member_heartbeat)(void *impl, struct store__req *r, const char *node_id,
+                            struct store_blob info, uint32_t ttl_ms);
+    int (*member_leave)(void *impl, struct store__req *r, const char *node_id);
+    int (*member_list)(void *impl, struct store__req *r);
+    int (*session_scan_owned)(void *impl, struct store__req *r, const char *owner);
+    int (*owner_adopt)(void *impl, struct store__req *r, const char *client_id,
+                       const char *dead_owner);
+    int (*node_adopt_lock)(void *impl, struct store__req *r, const char *dead_node,
+                           uint32_t ttl_ms);
+    int (*park_push)(void *impl, struct store__req *r, const char *dead_node,
+                     struct store_blob msg);
+    int (*park_take)(void *impl, struct store__req *r, const char *dead_node, size_t max);
 };
 
 extern const struct store__backend_ops store__memory_ops;

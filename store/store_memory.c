@@ -9,7 +9,10 @@
  *
  * A client record outlives its session and its claim: it keeps the last epoch so a stale
  * owner stays fenced after a delete or release. Expiry is lazy: an expired session is dropped
- * when it is next touched, and reads as not found.
+ * when it is next touched, and reads as not found. Members (node id → info) and parked
+ * messages (node id → list) live in two more maps; member deadlines run on the loop's clock.
+ * A memory store serves one node, so every claim is this node's and it alone can win an
+ * adoption election.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -227,11 +230,29 @@ struct mem_retained {
     char topic[];
 };
 
+/* A member registered by a heartbeat. */
+struct mem_member {
+    uint64_t expires_ms; /* uv_now() of the store's loop past which it is gone */
+    uint8_t *info;
+    size_t info_len;
+    char id[];
+};
+
+/* The messages parked for one node, oldest first; never empty while in the map. */
+struct mem_parked {
+    struct mem_qmsg *head;
+    struct mem_qmsg **tail;
+    char node[];
+};
+
 struct mem_store {
+    uv_loop_t *loop;
     char *node_id;
     uint64_t last_epoch; /* global and monotonic: every claim takes the next one */
     struct mem_map clients;
     struct mem_map retained;
+    struct mem_map members;
+    struct mem_map parked;
 };
 
 static struct mem_client *client_get(struct mem_store *ms, const char *id)
@@ -290,6 +311,39 @@ static bool client_is_stale(const struct mem_client *c, uint64_t epoch)
     return c && epoch < c->epoch;
 }
 
+static void member_free(struct mem_member *m)
+{
+    if (!m)
+        return;
+    free(m->info);
+    m->info = NULL;
+    free(m);
+}
+
+static void parked_free(struct mem_parked *p)
+{
+    struct mem_qmsg *q;
+
+    if (!p)
+        return;
+    while ((q = p->head) != NULL) {
+        p->head = q->next;
+        free(q);
+    }
+    free(p);
+}
+
+static struct mem_qmsg *qmsg_new(struct store_blob msg)
+{
+    struct mem_qmsg *q = xmalloc(sizeof(*q) + msg.len);
+
+    q->next = NULL;
+    q->len = msg.len;
+    if (msg.len)
+        memcpy(q->data, msg.p, msg.len);
+    return q;
+}
+
 /* ---- backend ops ------------------------------------------------------------------------- */
 
 static int mem_open(struct store *s, const char *url, const char *node_id, void **impl, char *err,
@@ -297,13 +351,15 @@ static int mem_open(struct store *s, const char *url, const char *node_id, void 
 {
     struct mem_store *ms = xcalloc(1, sizeof(*ms));
 
-    (void)s;
     (void)url;
     (void)err;
     (void)errlen;
+    ms->loop = store__loop(s);
     ms->node_id = xstrdup(node_id);
     map_init(&ms->clients);
     map_init(&ms->retained);
+    map_init(&ms->members);
+    map_init(&ms->parked);
     *impl = ms;
     return 0;
 }
@@ -321,10 +377,18 @@ static void mem_close(void *impl)
     }
     for (size_t i = 0; i < ms->retained.cap; i++)
         free(ms->retained.slots[i].val);
+    for (size_t i = 0; i < ms->members.cap; i++)
+        member_free(ms->members.slots[i].val);
+    for (size_t i = 0; i < ms->parked.cap; i++)
+        parked_free(ms->parked.slots[i].val);
     free(ms->clients.slots);
     ms->clients.slots = NULL;
     free(ms->retained.slots);
     ms->retained.slots = NULL;
+    free(ms->members.slots);
+    ms->members.slots = NULL;
+    free(ms->parked.slots);
+    ms->parked.slots = NULL;
     free(ms->node_id);
     ms->node_id = NULL;
     free(ms);
@@ -440,11 +504,7 @@ static int mem_queue_push(void *impl, struct store__req *r, const char *client_i
         store__complete(r, ERR_QUOTA);
         return 0;
     }
-    q = xmalloc(sizeof(*q) + msg.len);
-    q->next = NULL;
-    q->len = msg.len;
-    if (msg.len)
-        memcpy(q->data, msg.p, msg.len);
+    q = qmsg_new(msg);
     *c->q_tail = q;
     c->q_tail = &q->next;
     c->q_count++;
@@ -545,6 +605,195 @@ static int mem_session_scan(void *impl, struct store__req *r)
     return 0;
 }
 
+/* ---- members, adoption and parked messages ----------------------------------------------- */
+
+static int mem_member_heartbeat(void *impl, struct store__req *r, const char *node_id,
+                                struct store_blob info, uint32_t ttl_ms)
+{
+    struct mem_store *ms = impl;
+    struct mem_member *m = map_get(&ms->members, node_id);
+    size_t n;
+
+    if (!m) {
+        n = strlen(node_id);
+        m = xcalloc(1, sizeof(*m) + n + 1);
+        memcpy(m->id, node_id, n + 1);
+        map_put(&ms->members, m->id, m);
+    }
+    free(m->info);
+    m->info = xmalloc(info.len);
+    if (info.len)
+        memcpy(m->info, info.p, info.len);
+    m->info_len = info.len;
+    m->expires_ms = uv_now(ms->loop) + ttl_ms;
+    store__complete(r, 0);
+    return 0;
+}
+
+static int mem_member_leave(void *impl, struct store__req *r, const char *node_id)
+{
+    struct mem_store *ms = impl;
+
+    member_free(map_del(&ms->members, node_id));
+    store__complete(r, 0);
+    return 0;
+}
+
+static bool member_is_expired(const struct mem_store *ms, const struct mem_member *m)
+{
+    return m->expires_ms <= uv_now(ms->loop);
+}
+
+/* Drops expired members. They are collected first: deleting while walking the slots would let
+ * the backward shift move an entry past the walk. */
+static void members_expire(struct mem_store *ms)
+{
+    struct mem_map *m = &ms->members;
+    const char **gone; /* ids, owned by their members until these are freed */
+    size_t n = 0;
+
+    if (m->len == 0)
+        return;
+    gone = xmalloc(m->len * sizeof(*gone));
+    for (size_t i = 0; i < m->cap; i++) {
+        const struct mem_member *e = m->slots[i].val;
+        if (e && member_is_expired(ms, e))
+            gone[n++] = e->id;
+    }
+    for (size_t i = 0; i < n; i++)
+        member_free(map_del(m, gone[i]));
+    free(gone);
+}
+
+static int mem_member_list(void *impl, struct store__req *r)
+{
+    struct mem_store *ms = impl;
+    const struct mem_map *m = &ms->members;
+    size_t total = 0;
+
+    members_expire(ms);
+    for (size_t i = 0; i < m->cap; i++) {
+        const struct mem_member *e = m->slots[i].val;
+        if (e)
+            total += strlen(e->id) + e->info_len;
+    }
+    store__req_blobs_begin(r, 2 * m->len, total);
+    for (size_t i = 0; i < m->cap; i++) {
+        const struct mem_member *e = m->slots[i].val;
+        if (!e)
+            continue;
+        store__req_add_blob(r, (const uint8_t *)e->id, strlen(e->id));
+        store__req_add_blob(r, e->info, e->info_len);
+    }
+    store__complete(r, 0);
+    return 0;
+}
+
+static int mem_session_scan_owned(void *impl, struct store__req *r, const char *owner)
+{
+    struct mem_store *ms = impl;
+    const struct mem_map *m = &ms->clients;
+    bool is_mine = strcmp(owner, ms->node_id) == 0;
+    size_t n = 0, total = 0;
+
+    for (size_t i = 0; is_mine && i < m->cap; i++) {
+        struct mem_client *c = m->slots[i].val;
+        client_expire(c);
+        if (c && c->has_state && c->is_owned) {
+            n++;
+            total += strlen(c->id) + c->state_len;
+        }
+    }
+    store__req_blobs_begin(r, 2 * n, total);
+    for (size_t i = 0; is_mine && i < m->cap; i++) {
+        const struct mem_client *c = m->slots[i].val;
+        if (c && c->has_state && c->is_owned) {
+            store__req_add_blob(r, (const uint8_t *)c->id, strlen(c->id));
+            store__req_add_blob(r, c->state, c->state_len);
+        }
+    }
+    store__complete(r, 0);
+    return 0;
+}
+
+static int mem_owner_adopt(void *impl, struct store__req *r, const char *client_id,
+                           const char *dead_owner)
+{
+    struct mem_store *ms = impl;
+    struct mem_client *c = client_get(ms, client_id);
+
+    if (!c || !c->is_owned) {
+        store__req_set_claim(r, 0, NULL, 0);
+        store__complete(r, ERR_EXISTS);
+        return 0;
+    }
+    /* An owned id is this node's: only "adopting" from this node itself can succeed. */
+    if (strcmp(dead_owner, ms->node_id) != 0) {
+        store__req_set_claim(r, 0, ms->node_id, c->epoch);
+        store__complete(r, ERR_EXISTS);
+        return 0;
+    }
+    return mem_owner_claim(impl, r, client_id);
+}
+
+static int mem_node_adopt_lock(void *impl, struct store__req *r, const char *dead_node,
+                               uint32_t ttl_ms)
+{
+    (void)impl;
+    (void)dead_node;
+    (void)ttl_ms;
+    /* No other node shares this store, so none can hold the election: this one wins it. */
+    store__complete(r, 0);
+    return 0;
+}
+
+static int mem_park_push(void *impl, struct store__req *r, const char *dead_node,
+                         struct store_blob msg)
+{
+    struct mem_store *ms = impl;
+    struct mem_parked *p = map_get(&ms->parked, dead_node);
+    struct mem_qmsg *q = qmsg_new(msg);
+    size_t n;
+
+    if (!p) {
+        n = strlen(dead_node);
+        p = xcalloc(1, sizeof(*p) + n + 1);
+        memcpy(p->node, dead_node, n + 1);
+        p->tail = &p->head;
+        map_put(&ms->parked, p->node, p);
+    }
+    *p->tail = q;
+    p->tail = &q->next;
+    store__complete(r, 0);
+    return 0;
+}
+
+static int mem_park_take(void *impl, struct store__req *r, const char *dead_node, size_t max)
+{
+    struct mem_store *ms = impl;
+    struct mem_parked *p = map_get(&ms->parked, dead_node);
+    const struct mem_qmsg *q;
+    size_t n = 0, total = 0;
+
+    for (q = p ? p->head : NULL; q && n < max; q = q->next) {
+        n++;
+        total += q->len;
+    }
+    store__req_blobs_begin(r, n, total);
+    for (size_t i = 0; i < n; i++) {
+        struct mem_qmsg *first = p->head;
+        store__req_add_blob(r, first->data, first->len);
+        p->head = first->next;
+        free(first);
+    }
+    if (p && !p->head) {
+        (void)map_del(&ms->parked, dead_node);
+        parked_free(p);
+    }
+    store__complete(r, 0);
+    return 0;
+}
+
 const struct store__backend_ops store__memory_ops = {
     .name = "memory",
     .open = mem_open,
@@ -559,4 +808,12 @@ const struct store__backend_ops store__memory_ops = {
     .retain_set = mem_retain_set,
     .retain_load = mem_retain_load,
     .session_scan = mem_session_scan,
+    .member_heartbeat = mem_member_heartbeat,
+    .member_leave = mem_member_leave,
+    .member_list = mem_member_list,
+    .session_scan_owned = mem_session_scan_owned,
+    .owner_adopt = mem_owner_adopt,
+    .node_adopt_lock = mem_node_adopt_lock,
+    .park_push = mem_park_push,
+    .park_take = mem_park_take,
 };

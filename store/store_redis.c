@@ -3,7 +3,8 @@
  * node's loop carries every request. Commands go out as they are issued and hiredis writes what
  * a loop pass produced in one go, so bursts are pipelined. Each step that must be atomic (owner
  * claim, fenced writes, quota-checked pushes) is one Lua script, loaded at every (re)connect and
- * run with EVALSHA.
+ * run with EVALSHA. The cluster's member registry, adoption elections and parked messages use the
+ * same connection and the same script machinery.
  *
  * hiredis 0.14 has no timers, so this file owns them: one for the connection (backoff, then one
  * deadline over resolve, connect and the AUTH/SELECT/SCRIPT LOAD handshake) and one for request
@@ -53,6 +54,10 @@
 #define RDS_PREFIX        "shoal:v1:"
 #define RDS_KEY_RETAINED  RDS_PREFIX "retained"
 #define RDS_KEY_SESSIONS  RDS_PREFIX "sessions"
+#define RDS_KEY_MEMBERS   RDS_PREFIX "members"
+#define RDS_KIND_MEMBER   "member:"
+#define RDS_KIND_ADOPT    "adopt:"
+#define RDS_KIND_PARKED   "parked:"
 #define RDS_SUFFIX_OWNER  "owner"
 #define RDS_SUFFIX_SESS   "sess"
 #define RDS_SUFFIX_QUEUE  "q"
@@ -61,10 +66,11 @@
 /* ---- scripts ------------------------------------------------------------------------------ */
 
 /*
- * Script results are small integers: 0 done, 1 refused because a newer epoch holds the client
- * id, 2 no session, 3 over quota. Epochs are compared as decimal strings so that no precision is
- * lost in Lua's doubles; a claim takes the larger of (stored epoch + 1) and Redis' clock in
- * microseconds, so epochs keep rising even if the owner key were ever lost.
+ * Script results are small integers: 0 done, 1 refused (a newer epoch holds the client id, or
+ * another node holds an adoption election), 2 no session, 3 over quota. Epochs are compared as
+ * decimal strings so that no precision is lost in Lua's doubles; a claim (and an adopt) takes
+ * the larger of (stored epoch + 1) and Redis' clock in microseconds, so epochs keep rising even
+ * if the owner key were ever lost.
  */
 enum rds_script {
     RDS_SCRIPT_CLAIM = 0,
@@ -75,6 +81,13 @@ enum rds_script {
     RDS_SCRIPT_PUSH,
     RDS_SCRIPT_TRIM,
     RDS_SCRIPT_SCAN,
+    RDS_SCRIPT_SCAN_OWNED,
+    RDS_SCRIPT_ADOPT,
+    RDS_SCRIPT_ADOPT_LOCK,
+    RDS_SCRIPT_HEARTBEAT,
+    RDS_SCRIPT_LEAVE,
+    RDS_SCRIPT_MEMBERS,
+    RDS_SCRIPT_PARK_TAKE,
     RDS_N_SCRIPTS,
     RDS_SCRIPT_NONE = RDS_N_SCRIPTS,
 };
@@ -86,17 +99,24 @@ enum rds_script {
     "  return #e < #cur or (#e == #cur and e < cur)\n"                                             \
     "end\n"
 
+/* Claim and adopt make epochs the same way, so that both fence everything before them. */
+#define RDS_LUA_NEXT_EPOCH                                                                         \
+    "local function next_epoch(cur)\n"                                                             \
+    "  local t = redis.call('TIME')\n"                                                             \
+    "  local e = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                      \
+    "  local c = tonumber(cur or '0')\n"                                                           \
+    "  if e <= c then e = c + 1 end\n"                                                             \
+    "  return string.format('%.0f', e)\n"                                                          \
+    "end\n"
+
 static const char *const rds_scripts[RDS_N_SCRIPTS] = {
     /* KEYS: owner. ARGV: node id. Returns {epoch} or {epoch, prev node, prev epoch}. */
-    [RDS_SCRIPT_CLAIM] = "local prev = redis.call('HMGET', KEYS[1], 'node', 'epoch')\n"
-                         "local t = redis.call('TIME')\n"
-                         "local e = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-                         "local cur = tonumber(prev[2] or '0')\n"
-                         "if e <= cur then e = cur + 1 end\n"
-                         "local es = string.format('%.0f', e)\n"
-                         "redis.call('HSET', KEYS[1], 'node', ARGV[1], 'epoch', es)\n"
-                         "if prev[1] then return {es, prev[1], prev[2]} end\n"
-                         "return {es}\n",
+    [RDS_SCRIPT_CLAIM] =
+        RDS_LUA_NEXT_EPOCH "local prev = redis.call('HMGET', KEYS[1], 'node', 'epoch')\n"
+                           "local es = next_epoch(prev[2])\n"
+                           "redis.call('HSET', KEYS[1], 'node', ARGV[1], 'epoch', es)\n"
+                           "if prev[1] then return {es, prev[1], prev[2]} end\n"
+                           "return {es}\n",
     /* KEYS: owner. ARGV: epoch. */
     [RDS_SCRIPT_RELEASE] = RDS_LUA_STALE "if stale(KEYS[1], ARGV[1]) then return 1 end\n"
                                          "if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then\n"
@@ -167,6 +187,61 @@ static const char *const rds_scripts[RDS_N_SCRIPTS] = {
                         "  else redis.call('SREM', KEYS[1], k) end\n"
                         "end\n"
                         "return {r[1], out}\n",
+    /* KEYS: sessions index. ARGV: cursor, owner. Like scan, but only the sessions whose owner
+     * entry (the sess key with "owner" for "sess") names owner. */
+    [RDS_SCRIPT_SCAN_OWNED] =
+        "local r = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', 1000)\n"
+        "local out = {}\n"
+        "for _, k in ipairs(r[2]) do\n"
+        "  local v = redis.call('GET', k)\n"
+        "  if not v then redis.call('SREM', KEYS[1], k)\n"
+        "  elseif redis.call('HGET', string.sub(k, 1, -5) .. 'owner', 'node') == ARGV[2] then\n"
+        "    out[#out + 1] = k; out[#out + 1] = v\n"
+        "  end\n"
+        "end\n"
+        "return {r[1], out}\n",
+    /* KEYS: owner. ARGV: dead node id, node id. A claim that only a dead owner's current entry
+     * allows. Returns {epoch, dead node, its epoch}, or {1} / {1, owner, epoch} unchanged. */
+    [RDS_SCRIPT_ADOPT] =
+        RDS_LUA_NEXT_EPOCH "local prev = redis.call('HMGET', KEYS[1], 'node', 'epoch')\n"
+                           "if prev[1] ~= ARGV[1] then\n"
+                           "  if prev[1] then return {1, prev[1], prev[2]} end\n"
+                           "  return {1}\n"
+                           "end\n"
+                           "local es = next_epoch(prev[2])\n"
+                           "redis.call('HSET', KEYS[1], 'node', ARGV[2], 'epoch', es)\n"
+                           "return {es, prev[1], prev[2]}\n",
+    /* KEYS: adopt. ARGV: node id, ttl ms. 1 while another node holds it. */
+    [RDS_SCRIPT_ADOPT_LOCK] = "local cur = redis.call('GET', KEYS[1])\n"
+                              "if cur and cur ~= ARGV[1] then return 1 end\n"
+                              "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+                              "return 0\n",
+    /* KEYS: member, members index. ARGV: info, ttl ms. */
+    [RDS_SCRIPT_HEARTBEAT] = "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+                             "redis.call('SADD', KEYS[2], KEYS[1])\n"
+                             "return 0\n",
+    /* KEYS: member, members index. */
+    [RDS_SCRIPT_LEAVE] = "redis.call('DEL', KEYS[1])\n"
+                         "redis.call('SREM', KEYS[2], KEYS[1])\n"
+                         "return 0\n",
+    /* KEYS: members index. Returns {member key, info, ...}; index entries whose member key
+     * expired are dropped on the way. A cluster has few members: one reply holds them all. */
+    [RDS_SCRIPT_MEMBERS] = "local out = {}\n"
+                           "for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+                           "  local v = redis.call('GET', k)\n"
+                           "  if v then out[#out + 1] = k; out[#out + 1] = v\n"
+                           "  else redis.call('SREM', KEYS[1], k) end\n"
+                           "end\n"
+                           "return out\n",
+    /* KEYS: parked. ARGV: max. Pops up to max messages from the head: {msg...}. */
+    [RDS_SCRIPT_PARK_TAKE] = "local len = redis.call('LLEN', KEYS[1])\n"
+                             "local n = tonumber(ARGV[1])\n"
+                             "if n > len then n = len end\n"
+                             "if n <= 0 then return {} end\n"
+                             "local out = redis.call('LRANGE', KEYS[1], 0, n - 1)\n"
+                             "if n == len then redis.call('DEL', KEYS[1])\n"
+                             "else redis.call('LTRIM', KEYS[1], n, -1) end\n"
+                             "return out\n",
 };
 
 enum rds_script_rc {
@@ -189,11 +264,20 @@ enum rds_op {
     RDS_OP_RETAIN_SET,
     RDS_OP_RETAIN_LOAD,
     RDS_OP_SESSION_SCAN,
+    RDS_OP_SCAN_OWNED,
+    RDS_OP_ADOPT,
+    RDS_OP_ADOPT_LOCK,
+    RDS_OP_HEARTBEAT,
+    RDS_OP_LEAVE,
+    RDS_OP_MEMBERS,
+    RDS_OP_PARK_PUSH,
+    RDS_OP_PARK_TAKE,
 };
 
 static const char *const rds_op_names[] = {
-    "claim", "release", "save",       "load",        "delete",
-    "push",  "trim",    "retain_set", "retain_load", "session_scan",
+    "claim",      "release",    "save",        "load",         "delete",     "push",
+    "trim",       "retain_set", "retain_load", "session_scan", "scan_owned", "adopt",
+    "adopt_lock", "heartbeat",  "leave",       "members",      "park_push",  "park_take",
 };
 
 enum rds_state {
@@ -222,6 +306,7 @@ struct rds_pair {
 
 struct rds_scan {
     char cursor[24];
+    char *owner; /* scan_owned only */
     struct rds_pair **pairs;
     size_t n;
     size_t cap;
@@ -472,6 +557,7 @@ static void scan_free(struct rds_scan *sc)
     for (size_t i = 0; i < sc->n; i++)
         free(sc->pairs[i]);
     free(sc->pairs);
+    free(sc->owner);
     free(sc);
 }
 
@@ -526,17 +612,20 @@ static void cmd_u64(struct rds_cmd *c, uint64_t v)
     cmd_arg(c, b, (size_t)n);
 }
 
-/* shoal:v1:{CID}:suffix. The braces make the client id the cluster hash tag, so all keys of
- * one client id live in one slot, as a script needs. Redis Cluster takes the tag up to the
- * first '}', and hashes the whole key when the tag is empty, so '}' (and '%', to keep the
- * mapping one-to-one) are escaped as %7D and %25: the tag is then always the whole id. */
-static void cmd_key(struct rds_cmd *c, const char *client_id, const char *suffix)
+/* shoal:v1:KIND{ID} or, with a suffix, shoal:v1:KIND{ID}:suffix. The braces make the id the
+ * cluster hash tag, so all keys of one client id live in one slot, as a script needs. Redis
+ * Cluster takes the tag up to the first '}', and hashes the whole key when the tag is empty, so
+ * '}' (and '%', to keep the mapping one-to-one) are escaped as %7D and %25: the tag is then
+ * always the whole id. */
+static void cmd_tagged_key(struct rds_cmd *c, const char *kind, const char *id, const char *suffix)
 {
-    const char *run = client_id;
+    const char *run = id;
 
     cmd_arg_begin(c);
-    cmd_put(c, RDS_PREFIX "{", sizeof(RDS_PREFIX "{") - 1);
-    for (const char *p = client_id; *p; p++) {
+    cmd_put(c, RDS_PREFIX, sizeof(RDS_PREFIX) - 1);
+    cmd_put(c, kind, strlen(kind));
+    cmd_put(c, "{", 1);
+    for (const char *p = id; *p; p++) {
         if (*p != '}' && *p != '%')
             continue;
         cmd_put(c, run, (size_t)(p - run));
@@ -544,8 +633,17 @@ static void cmd_key(struct rds_cmd *c, const char *client_id, const char *suffix
         run = p + 1;
     }
     cmd_put(c, run, strlen(run));
-    cmd_put(c, "}:", 2);
-    cmd_put(c, suffix, strlen(suffix));
+    cmd_put(c, "}", 1);
+    if (suffix) {
+        cmd_put(c, ":", 1);
+        cmd_put(c, suffix, strlen(suffix));
+    }
+}
+
+/* shoal:v1:{CID}:suffix: a key of one client id. */
+static void cmd_key(struct rds_cmd *c, const char *client_id, const char *suffix)
+{
+    cmd_tagged_key(c, "", client_id, suffix);
 }
 
 /* EVALSHA <sha> <nkeys>: the first two are filled in at send time. */
@@ -752,6 +850,47 @@ static int reply_load(struct store__req *r, const redisReply *y)
     return 0;
 }
 
+/* An adopt: a claim's reply, or a refusal that starts with the integer 1 and may name the
+ * current owner. */
+static int reply_adopt(struct store__req *r, const redisReply *y)
+{
+    uint64_t prev_epoch = 0;
+    char *prev = NULL;
+
+    if (y->type != REDIS_REPLY_ARRAY || y->elements == 0)
+        return ERR_IO;
+    if (y->element[0]->type != REDIS_REPLY_INTEGER)
+        return y->elements == 3 ? reply_claim(r, y) : ERR_IO;
+    if (y->element[0]->integer != RDS_RC_STALE || (y->elements != 1 && y->elements != 3))
+        return ERR_IO;
+    if (y->elements == 3) {
+        if (!reply_is_str(y->element[1]) || !reply_u64(y->element[2], &prev_epoch))
+            return ERR_IO;
+        prev = xstrndup(y->element[1]->str, y->element[1]->len);
+    }
+    store__req_set_claim(r, 0, prev, prev_epoch);
+    free(prev);
+    return ERR_EXISTS;
+}
+
+/* An array of strings, handed over as blobs in order (taken parked messages). */
+static int reply_blobs(struct store__req *r, const redisReply *y)
+{
+    size_t total = 0;
+
+    if (y->type != REDIS_REPLY_ARRAY)
+        return ERR_IO;
+    for (size_t i = 0; i < y->elements; i++) {
+        if (!reply_is_str(y->element[i]))
+            return ERR_IO;
+        total += y->element[i]->len;
+    }
+    store__req_blobs_begin(r, y->elements, total);
+    for (size_t i = 0; i < y->elements; i++)
+        store__req_add_blob(r, (const uint8_t *)y->element[i]->str, y->element[i]->len);
+    return 0;
+}
+
 static int pair_cmp(const void *a, const void *b)
 {
     const struct rds_pair *x = *(struct rds_pair *const *)a;
@@ -766,15 +905,13 @@ static int pair_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* HSCAN may return an entry more than once (when the hash is resized between calls): sort by
- * topic and keep the last copy seen of each. */
-/* The client id inside a session key: shoal:v1:{ID}:sess with '}' and '%' escaped. Returns
- * its length in out (at most len bytes), or 0 when the key is not a session key. */
-static size_t sess_key_id(const uint8_t *k, size_t len, uint8_t *out)
+/* The id inside a key made by cmd_tagged_key(): between head (prefix, kind and '{') and tail
+ * ('}' and any suffix), with '}' and '%' unescaped. Returns its length in out (at most len
+ * bytes), or 0 when the key does not have that shape. */
+static size_t key_tag_id(const uint8_t *k, size_t len, const char *head, const char *tail,
+                         uint8_t *out)
 {
-    static const char head[] = RDS_PREFIX "{";
-    static const char tail[] = "}:" RDS_SUFFIX_SESS;
-    size_t h = sizeof(head) - 1, t = sizeof(tail) - 1, n = 0;
+    size_t h = strlen(head), t = strlen(tail), n = 0;
 
     if (len <= h + t || memcmp(k, head, h) != 0 || memcmp(k + len - t, tail, t) != 0)
         return 0;
@@ -792,6 +929,44 @@ static size_t sess_key_id(const uint8_t *k, size_t len, uint8_t *out)
     return n;
 }
 
+/* The client id inside a session key, shoal:v1:{CID}:sess. */
+static size_t sess_key_id(const uint8_t *k, size_t len, uint8_t *out)
+{
+    return key_tag_id(k, len, RDS_PREFIX "{", "}:" RDS_SUFFIX_SESS, out);
+}
+
+static size_t member_key_id(const uint8_t *k, size_t len, uint8_t *out)
+{
+    return key_tag_id(k, len, RDS_PREFIX RDS_KIND_MEMBER "{", "}", out);
+}
+
+/* {member key, info, ...} → (node id, info) pairs. */
+static int reply_members(struct store__req *r, const redisReply *y)
+{
+    size_t total = 0;
+    uint8_t *id;
+
+    if (y->type != REDIS_REPLY_ARRAY || y->elements % 2 != 0)
+        return ERR_IO;
+    for (size_t i = 0; i < y->elements; i++) {
+        if (!reply_is_str(y->element[i]))
+            return ERR_IO;
+        total += y->element[i]->len; /* an id is never longer than its key */
+    }
+    store__req_blobs_begin(r, y->elements, total);
+    for (size_t i = 0; i < y->elements; i += 2) {
+        const redisReply *k = y->element[i], *v = y->element[i + 1];
+        id = xmalloc(k->len);
+        /* A key of another shape gives an empty id, as a session scan does. */
+        store__req_add_blob(r, id, member_key_id((const uint8_t *)k->str, k->len, id));
+        store__req_add_blob(r, (const uint8_t *)v->str, v->len);
+        free(id);
+    }
+    return 0;
+}
+
+/* HSCAN may return an entry more than once (when the hash is resized between calls): sort by
+ * topic and keep the last copy seen of each. */
 static void scan_deliver(struct store__req *r, struct rds_scan *sc, bool with_names)
 {
     size_t n = 0, total = 0;
@@ -847,10 +1022,12 @@ static void scan_build(struct rds_cmd *c)
 {
     c->argc = 0;
     c->used = 0;
-    if (c->op == RDS_OP_SESSION_SCAN) {
-        cmd_script(c, RDS_SCRIPT_SCAN, 1);
+    if (c->op == RDS_OP_SESSION_SCAN || c->op == RDS_OP_SCAN_OWNED) {
+        cmd_script(c, c->op == RDS_OP_SESSION_SCAN ? RDS_SCRIPT_SCAN : RDS_SCRIPT_SCAN_OWNED, 1);
         cmd_str(c, RDS_KEY_SESSIONS);
         cmd_str(c, c->scan->cursor);
+        if (c->op == RDS_OP_SCAN_OWNED)
+            cmd_str(c, c->scan->owner);
         return;
     }
     cmd_str(c, "HSCAN");
@@ -880,7 +1057,7 @@ static int reply_scan(struct rds_store *rs, struct rds_cmd *c, const redisReply 
     for (size_t i = 0; i < kv->elements; i += 2)
         scan_add(c->scan, kv->element[i], kv->element[i + 1]);
     if (cur->len == 1 && cur->str[0] == '0') {
-        scan_deliver(c->r, c->scan, c->op == RDS_OP_SESSION_SCAN);
+        scan_deliver(c->r, c->scan, c->op != RDS_OP_RETAIN_LOAD);
         return 0;
     }
     memcpy(c->scan->cursor, cur->str, cur->len);
@@ -934,11 +1111,22 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     case RDS_OP_LOAD:
         rc = reply_load(c->r, y);
         break;
+    case RDS_OP_ADOPT:
+        rc = reply_adopt(c->r, y);
+        break;
+    case RDS_OP_MEMBERS:
+        rc = reply_members(c->r, y);
+        break;
+    case RDS_OP_PARK_TAKE:
+        rc = reply_blobs(c->r, y);
+        break;
     case RDS_OP_RETAIN_SET:
+    case RDS_OP_PARK_PUSH:
         rc = y->type == REDIS_REPLY_INTEGER ? 0 : ERR_IO;
         break;
     case RDS_OP_RETAIN_LOAD:
     case RDS_OP_SESSION_SCAN:
+    case RDS_OP_SCAN_OWNED:
         rc = reply_scan(rs, c, y);
         if (rc > 0)
             return;
@@ -1529,6 +1717,98 @@ static int rds_session_scan(void *impl, struct store__req *r)
     return scan_start(impl, r, RDS_OP_SESSION_SCAN);
 }
 
+/* ---- members, adoption and parked messages ------------------------------------------------ */
+
+static int rds_member_heartbeat(void *impl, struct store__req *r, const char *node_id,
+                                struct store_blob info, uint32_t ttl_ms)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_HEARTBEAT);
+
+    cmd_script(c, RDS_SCRIPT_HEARTBEAT, 2);
+    cmd_tagged_key(c, RDS_KIND_MEMBER, node_id, NULL);
+    cmd_str(c, RDS_KEY_MEMBERS);
+    cmd_arg(c, info.p, info.len);
+    cmd_u64(c, ttl_ms);
+    return cmd_submit(impl, c);
+}
+
+static int rds_member_leave(void *impl, struct store__req *r, const char *node_id)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_LEAVE);
+
+    cmd_script(c, RDS_SCRIPT_LEAVE, 2);
+    cmd_tagged_key(c, RDS_KIND_MEMBER, node_id, NULL);
+    cmd_str(c, RDS_KEY_MEMBERS);
+    return cmd_submit(impl, c);
+}
+
+static int rds_member_list(void *impl, struct store__req *r)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_MEMBERS);
+
+    cmd_script(c, RDS_SCRIPT_MEMBERS, 1);
+    cmd_str(c, RDS_KEY_MEMBERS);
+    return cmd_submit(impl, c);
+}
+
+static int rds_session_scan_owned(void *impl, struct store__req *r, const char *owner)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_SCAN_OWNED);
+
+    c->scan = xcalloc(1, sizeof(*c->scan));
+    c->scan->cursor[0] = '0';
+    c->scan->owner = xstrdup(owner);
+    scan_build(c);
+    return cmd_submit(impl, c);
+}
+
+static int rds_owner_adopt(void *impl, struct store__req *r, const char *client_id,
+                           const char *dead_owner)
+{
+    struct rds_store *rs = impl;
+    struct rds_cmd *c = cmd_new(r, RDS_OP_ADOPT);
+
+    cmd_script(c, RDS_SCRIPT_ADOPT, 1);
+    cmd_key(c, client_id, RDS_SUFFIX_OWNER);
+    cmd_str(c, dead_owner);
+    cmd_str(c, rs->node_id);
+    return cmd_submit(rs, c);
+}
+
+static int rds_node_adopt_lock(void *impl, struct store__req *r, const char *dead_node,
+                               uint32_t ttl_ms)
+{
+    struct rds_store *rs = impl;
+    struct rds_cmd *c = cmd_new(r, RDS_OP_ADOPT_LOCK);
+
+    cmd_script(c, RDS_SCRIPT_ADOPT_LOCK, 1);
+    cmd_tagged_key(c, RDS_KIND_ADOPT, dead_node, NULL);
+    cmd_str(c, rs->node_id);
+    cmd_u64(c, ttl_ms);
+    return cmd_submit(rs, c);
+}
+
+static int rds_park_push(void *impl, struct store__req *r, const char *dead_node,
+                         struct store_blob msg)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_PARK_PUSH);
+
+    cmd_str(c, "RPUSH");
+    cmd_tagged_key(c, RDS_KIND_PARKED, dead_node, NULL);
+    cmd_arg(c, msg.p, msg.len);
+    return cmd_submit(impl, c);
+}
+
+static int rds_park_take(void *impl, struct store__req *r, const char *dead_node, size_t max)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_PARK_TAKE);
+
+    cmd_script(c, RDS_SCRIPT_PARK_TAKE, 1);
+    cmd_tagged_key(c, RDS_KIND_PARKED, dead_node, NULL);
+    cmd_u64(c, max);
+    return cmd_submit(impl, c);
+}
+
 const struct store__backend_ops store__redis_ops = {
     .name = "redis",
     .is_durable = true,
@@ -1545,4 +1825,12 @@ const struct store__backend_ops store__redis_ops = {
     .retain_set = rds_retain_set,
     .retain_load = rds_retain_load,
     .session_scan = rds_session_scan,
+    .member_heartbeat = rds_member_heartbeat,
+    .member_leave = rds_member_leave,
+    .member_list = rds_member_list,
+    .session_scan_owned = rds_session_scan_owned,
+    .owner_adopt = rds_owner_adopt,
+    .node_adopt_lock = rds_node_adopt_lock,
+    .park_push = rds_park_push,
+    .park_take = rds_park_take,
 };

@@ -1,8 +1,10 @@
 /*
  * Unit tests for store/ with the memory backend: URL handling, the async contract (never
  * called back from inside the call, exactly once, ERR_CANCELED on destroy), owner epochs and
- * fencing, session state and expiry, the offline queue with its quotas, retained messages, and
- * 100k client ids. Every test runs its own loop and ends with uv_loop_close() == 0.
+ * fencing, session state and expiry, the offline queue with its quotas, retained messages, 100k
+ * client ids, and what a cluster uses: the member registry with its deadlines, sessions by
+ * owner, adoption, and parked messages. Every test runs its own loop and ends with
+ * uv_loop_close() == 0.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -743,6 +745,346 @@ static void test_100k_sessions(void **state)
     assert_int_equal(l.rc, ERR_NOT_FOUND);
 }
 
+/* ---- cluster support ------------------------------------------------------------------------ */
+
+static void on_sleep(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Runs the loop for ms: member deadlines follow the loop's clock. */
+static void run_for(struct fixture *f, uint64_t ms)
+{
+    uv_timer_t t;
+
+    assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+    assert_int_equal(uv_timer_start(&t, on_sleep, ms, 0), 0);
+    run(f);
+    uv_close((uv_handle_t *)&t, NULL);
+    run(f);
+}
+
+static int heartbeat(struct fixture *f, const char *node, const char *info, uint32_t ttl_ms)
+{
+    struct result r = {0};
+    assert_int_equal(store_member_heartbeat(f->s, node, blob(info), ttl_ms, on_done, &r), 0);
+    assert_int_equal(r.calls, 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    return r.rc;
+}
+
+static int leave(struct fixture *f, const char *node)
+{
+    struct result r = {0};
+    assert_int_equal(store_member_leave(f->s, node, on_done, &r), 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    return r.rc;
+}
+
+/* Lists members (or with owner, sessions owned by it); the result holds the pairs. */
+static struct result list_pairs(struct fixture *f, const char *owner)
+{
+    struct result r = {0};
+    if (owner)
+        assert_int_equal(store_session_scan_owned(f->s, owner, on_retain, &r), 0);
+    else
+        assert_int_equal(store_member_list(f->s, on_retain, &r), 0);
+    assert_int_equal(r.calls, 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.n % 2, 0);
+    return r;
+}
+
+/* The second blob of the pair whose first blob is name, or NULL. */
+static const char *pair_value(const struct result *r, const char *name, char *out, size_t cap)
+{
+    for (size_t i = 0; i + 1 < r->n && i + 1 < 16; i += 2) {
+        if (r->blob_len[i] == strlen(name) && memcmp(r->blobs[i], name, strlen(name)) == 0) {
+            assert_true(r->blob_len[i + 1] < cap);
+            memcpy(out, r->blobs[i + 1], r->blob_len[i + 1]);
+            out[r->blob_len[i + 1]] = '\0';
+            return out;
+        }
+    }
+    return NULL;
+}
+
+static void assert_pair(const struct result *r, const char *name, const char *want)
+{
+    char v[80];
+    const char *got = pair_value(r, name, v, sizeof(v));
+
+    assert_non_null(got);
+    assert_string_equal(got, want);
+}
+
+static void test_members(void **state)
+{
+    struct fixture *f = *state;
+    struct result l;
+    char v[80];
+
+    l = list_pairs(f, NULL);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(heartbeat(f, "n1", "10.0.0.1:7000/1", 200), 0);
+    assert_int_equal(heartbeat(f, "n2", "10.0.0.2:7000/1", 60000), 0);
+    assert_int_equal(heartbeat(f, "n3", "", 200), 0); /* an empty info is an info */
+    l = list_pairs(f, NULL);
+    assert_int_equal(l.n, 6);
+    assert_pair(&l, "n1", "10.0.0.1:7000/1");
+    assert_pair(&l, "n2", "10.0.0.2:7000/1");
+    assert_pair(&l, "n3", "");
+
+    /* A renewed heartbeat moves the deadline and replaces the info; n1 missed its own. */
+    run_for(f, 120);
+    assert_int_equal(heartbeat(f, "n3", "10.0.0.3:7000/2", 200), 0);
+    run_for(f, 120);
+    l = list_pairs(f, NULL);
+    assert_int_equal(l.n, 4);
+    assert_pair(&l, "n3", "10.0.0.3:7000/2");
+    assert_null(pair_value(&l, "n1", v, sizeof(v)));
+
+    /* Then n3 misses its renewed deadline. */
+    run_for(f, 120);
+    l = list_pairs(f, NULL);
+    assert_int_equal(l.n, 2);
+    assert_pair(&l, "n2", "10.0.0.2:7000/1");
+    assert_null(pair_value(&l, "n3", v, sizeof(v)));
+
+    /* An expired member comes back with its next heartbeat. */
+    assert_int_equal(heartbeat(f, "n1", "10.0.0.1:7000/2", 60000), 0);
+    assert_int_equal(leave(f, "n2"), 0);
+    assert_int_equal(leave(f, "n2"), 0);
+    assert_int_equal(leave(f, "never-joined"), 0);
+    l = list_pairs(f, NULL);
+    assert_int_equal(l.n, 2);
+    assert_pair(&l, "n1", "10.0.0.1:7000/2");
+}
+
+static void test_scan_owned(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t now = clock_wall_s();
+    struct result l;
+    char v[80];
+
+    assert_int_equal(save(f, "c1", claim(f, "c1"), "s1", 0), 0);
+    assert_int_equal(save(f, "c2", claim(f, "c2"), "s2", now + 3600), 0);
+    assert_int_equal(save(f, "unowned", 0, "s3", 0), 0);
+    {
+        uint64_t e = claim(f, "released");
+        struct result r = {0};
+        assert_int_equal(save(f, "released", e, "s4", 0), 0);
+        assert_int_equal(store_owner_release(f->s, "released", e, on_done, &r), 0);
+        run(f);
+        assert_int_equal(r.rc, 0);
+    }
+    assert_int_equal(save(f, "expired", claim(f, "expired"), "s5", now - 1), 0);
+    (void)claim(f, "no-session");
+
+    l = list_pairs(f, "node-a");
+    assert_int_equal(l.n, 4);
+    assert_pair(&l, "c1", "s1");
+    assert_pair(&l, "c2", "s2");
+    assert_null(pair_value(&l, "unowned", v, sizeof(v)));
+    /* Every claim of a memory store is its own node's. */
+    l = list_pairs(f, "node-b");
+    assert_int_equal(l.n, 0);
+    l = list_pairs(f, "node");
+    assert_int_equal(l.n, 0);
+}
+
+static struct result adopt(struct fixture *f, const char *id, const char *dead)
+{
+    struct result r = {0};
+    assert_int_equal(store_owner_adopt(f->s, id, dead, on_claim, &r), 0);
+    assert_int_equal(r.calls, 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    return r;
+}
+
+static void test_owner_adopt(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t e1 = claim(f, "c");
+    struct result r, l;
+
+    assert_int_equal(save(f, "c", e1, "before", 0), 0);
+    /* Not the owner named: nothing changes, and the caller learns who owns it. */
+    r = adopt(f, "c", "node-b");
+    assert_int_equal(r.rc, ERR_EXISTS);
+    assert_int_equal(r.epoch, 0);
+    assert_true(r.has_prev_owner);
+    assert_string_equal(r.prev_owner, "node-a");
+    assert_int_equal(r.prev_epoch, e1);
+    assert_int_equal(save(f, "c", e1, "still-owner", 0), 0);
+
+    r = adopt(f, "c", "node-a");
+    assert_int_equal(r.rc, 0);
+    assert_true(r.epoch > e1);
+    assert_string_equal(r.prev_owner, "node-a");
+    assert_int_equal(r.prev_epoch, e1);
+    /* The old epoch is fenced off; the new one writes. */
+    assert_int_equal(save(f, "c", e1, "stale", 0), ERR_EXISTS);
+    assert_int_equal(save(f, "c", r.epoch, "adopted", 0), 0);
+    l = load(f, "c");
+    assert_memory_equal(l.state, "adopted", 7);
+    assert_true(claim(f, "c") > r.epoch);
+
+    /* Unowned ids are not adopted. */
+    r = adopt(f, "never-claimed", "node-a");
+    assert_int_equal(r.rc, ERR_EXISTS);
+    assert_false(r.has_prev_owner);
+    assert_int_equal(r.prev_epoch, 0);
+    {
+        uint64_t e = claim(f, "gone");
+        struct result rel = {0};
+        assert_int_equal(store_owner_release(f->s, "gone", e, on_done, &rel), 0);
+        run(f);
+        assert_int_equal(rel.rc, 0);
+    }
+    r = adopt(f, "gone", "node-a");
+    assert_int_equal(r.rc, ERR_EXISTS);
+    assert_false(r.has_prev_owner);
+}
+
+static int adopt_lock(struct fixture *f, const char *dead, uint32_t ttl_ms)
+{
+    struct result r = {0};
+    assert_int_equal(store_node_adopt_lock(f->s, dead, ttl_ms, on_done, &r), 0);
+    assert_int_equal(r.calls, 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    return r.rc;
+}
+
+static void test_adopt_lock(void **state)
+{
+    struct fixture *f = *state;
+
+    /* The only node of a memory store wins, and wins again. */
+    assert_int_equal(adopt_lock(f, "dead", 200), 0);
+    assert_int_equal(adopt_lock(f, "dead", 200), 0);
+    run_for(f, 250);
+    assert_int_equal(adopt_lock(f, "dead", 200), 0);
+    assert_int_equal(adopt_lock(f, "other-dead", 200), 0);
+}
+
+static int park(struct fixture *f, const char *node, const char *m)
+{
+    struct result r = {0};
+    assert_int_equal(store_park_push(f->s, node, blob(m), on_done, &r), 0);
+    assert_int_equal(r.calls, 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    return r.rc;
+}
+
+static struct result take(struct fixture *f, const char *node, size_t max)
+{
+    struct result r = {0};
+    assert_int_equal(store_park_take(f->s, node, max, on_retain, &r), 0);
+    assert_int_equal(r.calls, 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.rc, 0);
+    return r;
+}
+
+static void test_park(void **state)
+{
+    struct fixture *f = *state;
+    const char *msgs[] = {"m0", "m1", "", "m3", "m4"};
+    struct result t, a = {0}, b = {0};
+
+    t = take(f, "dead", 10);
+    assert_int_equal(t.n, 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(park(f, "dead", msgs[i]), 0);
+    assert_int_equal(park(f, "other", "o0"), 0);
+
+    t = take(f, "dead", 2);
+    assert_int_equal(t.n, 2);
+    assert_blob(&t, 0, "m0");
+    assert_blob(&t, 1, "m1");
+    t = take(f, "dead", 1);
+    assert_int_equal(t.n, 1);
+    assert_blob(&t, 0, "");
+    assert_int_equal(park(f, "dead", "m5"), 0); /* appended behind what is left */
+
+    /* Two takers issued together split the list without sharing a message. */
+    assert_int_equal(store_park_take(f->s, "dead", 2, on_retain, &a), 0);
+    assert_int_equal(store_park_take(f->s, "dead", 2, on_retain, &b), 0);
+    run(f);
+    assert_int_equal(a.n, 2);
+    assert_blob(&a, 0, "m3");
+    assert_blob(&a, 1, "m4");
+    assert_int_equal(b.n, 1);
+    assert_blob(&b, 0, "m5");
+    t = take(f, "dead", SIZE_MAX);
+    assert_int_equal(t.n, 0);
+
+    /* Another node's list was not touched, and a list emptied can fill again. */
+    t = take(f, "other", SIZE_MAX);
+    assert_int_equal(t.n, 1);
+    assert_blob(&t, 0, "o0");
+    assert_int_equal(park(f, "dead", "m6"), 0);
+    t = take(f, "dead", 5);
+    assert_int_equal(t.n, 1);
+    assert_blob(&t, 0, "m6");
+}
+
+static void test_cluster_ops_contract(void **state)
+{
+    struct fixture *f = *state;
+    struct result r[8], bad_r = {0};
+    struct store_blob bad = {NULL, 3};
+
+    assert_int_equal(store_member_heartbeat(f->s, "n", blob("i"), 0, on_done, &bad_r), ERR_INVALID);
+    assert_int_equal(store_member_heartbeat(f->s, "", blob("i"), 10, on_done, &bad_r), ERR_INVALID);
+    assert_int_equal(store_member_heartbeat(f->s, "n", bad, 10, on_done, &bad_r), ERR_INVALID);
+    assert_int_equal(store_member_heartbeat(f->s, "n", blob("i"), 10, NULL, &bad_r), ERR_INVALID);
+    assert_int_equal(store_member_leave(f->s, NULL, on_done, &bad_r), ERR_INVALID);
+    assert_int_equal(store_member_list(NULL, on_retain, &bad_r), ERR_INVALID);
+    assert_int_equal(store_member_list(f->s, NULL, &bad_r), ERR_INVALID);
+    assert_int_equal(store_session_scan_owned(f->s, "", on_retain, &bad_r), ERR_INVALID);
+    assert_int_equal(store_owner_adopt(f->s, "c", "", on_claim, &bad_r), ERR_INVALID);
+    assert_int_equal(store_owner_adopt(f->s, NULL, "n", on_claim, &bad_r), ERR_INVALID);
+    assert_int_equal(store_node_adopt_lock(f->s, "n", 0, on_done, &bad_r), ERR_INVALID);
+    assert_int_equal(store_node_adopt_lock(f->s, "", 10, on_done, &bad_r), ERR_INVALID);
+    assert_int_equal(store_park_push(f->s, "n", bad, on_done, &bad_r), ERR_INVALID);
+    assert_int_equal(store_park_push(NULL, "n", blob("m"), on_done, &bad_r), ERR_INVALID);
+    assert_int_equal(store_park_take(f->s, "n", 0, on_retain, &bad_r), ERR_INVALID);
+    assert_int_equal(store_park_take(f->s, "", 1, on_retain, &bad_r), ERR_INVALID);
+
+    /* Never called back from inside the call; ERR_CANCELED with no results on destroy. */
+    memset(r, 0, sizeof(r));
+    assert_int_equal(store_member_heartbeat(f->s, "n", blob("i"), 1000, on_done, &r[0]), 0);
+    assert_int_equal(store_member_list(f->s, on_retain, &r[1]), 0);
+    assert_int_equal(store_member_leave(f->s, "n", on_done, &r[2]), 0);
+    assert_int_equal(store_session_scan_owned(f->s, "node-a", on_retain, &r[3]), 0);
+    assert_int_equal(store_owner_adopt(f->s, "c", "node-a", on_claim, &r[4]), 0);
+    assert_int_equal(store_node_adopt_lock(f->s, "n", 1000, on_done, &r[5]), 0);
+    assert_int_equal(store_park_push(f->s, "n", blob("m"), on_done, &r[6]), 0);
+    assert_int_equal(store_park_take(f->s, "n", 1, on_retain, &r[7]), 0);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(r[i].calls, 0);
+    store_destroy(&f->s);
+    run(f);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].rc, ERR_CANCELED);
+        assert_int_equal(r[i].n, 0);
+    }
+    assert_false(r[4].has_prev_owner);
+    assert_int_equal(bad_r.calls, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -765,6 +1107,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retained_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_members, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_owned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_adopt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopt_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_park, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_ops_contract, setup, teardown),
     };
     log_set_level(LOG_LEVEL_WARN);
     return cmocka_run_group_tests(tests, NULL, NULL);

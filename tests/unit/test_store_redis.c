@@ -3,8 +3,11 @@
  * free loopback port (and stop by PID): the same behaviours as the memory backend (claims,
  * fencing, sessions, expiry, queue quotas, retained messages), the async contract, a pipelined
  * burst, binary client ids, SELECT and AUTH, lost scripts, a server restarted, stalled or never
- * there (timeouts and reconnects), and destroy with requests in flight. Every wait is bounded,
- * and every test ends with uv_loop_close() == 0.
+ * there (timeouts and reconnects), and destroy with requests in flight. Then what a cluster uses,
+ * with several nodes on one server: the member registry and its TTLs, sessions by owner,
+ * adoption with its fencing, the adoption election, parked messages taken by two nodes at once,
+ * and those requests during an outage. Every wait is bounded, and every test ends with
+ * uv_loop_close() == 0.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -289,6 +292,7 @@ struct fixture {
     uv_loop_t loop;
     uv_timer_t watchdog;
     struct store *s;
+    struct store *peers[2]; /* other nodes' stores, destroyed by teardown even after a failure */
 };
 
 static void on_watchdog(uv_timer_t *t)
@@ -403,6 +407,8 @@ static int teardown(void **state)
 
     store_destroy(&f->s);
     assert_null(f->s);
+    for (int i = 0; i < 2; i++)
+        store_destroy(&f->peers[i]);
     loop_finish(f);
     free(f);
     return 0;
@@ -1461,6 +1467,415 @@ static void test_destroy_while_connecting(void **state)
     loop_finish(&f);
 }
 
+/* ---- cluster support ------------------------------------------------------------------------ */
+
+/* Another node on the same server; teardown destroys it. */
+static struct store *open_peer(struct fixture *f, int i, const char *node)
+{
+    char url[128];
+
+    url_of(url, sizeof(url), &main_sv, NULL, 0);
+    f->peers[i] = open_store(f, url, node);
+    return f->peers[i];
+}
+
+static int heartbeat_on(struct fixture *f, struct store *s, const char *node, const char *info,
+                        uint32_t ttl_ms)
+{
+    struct result r = {0};
+    assert_int_equal(store_member_heartbeat(s, node, blob(info), ttl_ms, on_done, &r), 0);
+    assert_int_equal(r.calls, 0);
+    wait_one(f, &r);
+    return r.rc;
+}
+
+static int leave(struct fixture *f, const char *node)
+{
+    struct result r = {0};
+    assert_int_equal(store_member_leave(f->s, node, on_done, &r), 0);
+    assert_int_equal(r.calls, 0);
+    wait_one(f, &r);
+    return r.rc;
+}
+
+/* Lists members (or with owner, the sessions it owns) through s; the result holds the pairs. */
+static struct result list_pairs(struct fixture *f, struct store *s, const char *owner)
+{
+    struct result r = {0};
+    if (owner)
+        assert_int_equal(store_session_scan_owned(s, owner, on_retain, &r), 0);
+    else
+        assert_int_equal(store_member_list(s, on_retain, &r), 0);
+    assert_int_equal(r.calls, 0);
+    wait_one(f, &r);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.n % 2, 0);
+    assert_true(r.n <= 16);
+    return r;
+}
+
+/* Whether the result holds the pair (name, value). */
+static bool has_pair(const struct result *r, const char *name, const char *value)
+{
+    for (size_t i = 0; i + 1 < r->n; i += 2) {
+        if (r->blob_len[i] == strlen(name) && memcmp(r->blobs[i], name, strlen(name)) == 0)
+            return r->blob_len[i + 1] == strlen(value) &&
+                   memcmp(r->blobs[i + 1], value, strlen(value)) == 0;
+    }
+    return false;
+}
+
+static bool has_name(const struct result *r, const char *name)
+{
+    for (size_t i = 0; i + 1 < r->n; i += 2) {
+        if (r->blob_len[i] == strlen(name) && memcmp(r->blobs[i], name, strlen(name)) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void test_members(void **state)
+{
+    struct fixture *f = *state;
+    struct store *b = open_peer(f, 0, "node-b");
+    const char *odd = "n}%7D{x y";
+    long long ms = -1;
+    struct result l;
+
+    l = list_pairs(f, f->s, NULL);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(heartbeat_on(f, f->s, "node-a", "10.0.0.1:7000/1", 200), 0);
+    assert_int_equal(heartbeat_on(f, b, "node-b", "10.0.0.2:7000/1", 60000), 0);
+    assert_int_equal(heartbeat_on(f, b, odd, "", 60000), 0);
+    assert_int_equal(raw(main_sv.port, NULL, 0, &ms, "PTTL", "shoal:v1:member:{node-a}", NULL),
+                     ':');
+    assert_in_range(ms, 1, 200);
+    assert_int_equal(raw_int(main_sv.port, 0, "SCARD", "shoal:v1:members"), 3);
+    /* Each node sees the others. */
+    l = list_pairs(f, b, NULL);
+    assert_int_equal(l.n, 6);
+    assert_true(has_pair(&l, "node-a", "10.0.0.1:7000/1"));
+    assert_true(has_pair(&l, "node-b", "10.0.0.2:7000/1"));
+    assert_true(has_pair(&l, odd, ""));
+
+    /* A renewed heartbeat moves the deadline and replaces the info. */
+    run_for(f, 120);
+    assert_int_equal(heartbeat_on(f, f->s, "node-a", "10.0.0.1:7000/2", 200), 0);
+    run_for(f, 120);
+    l = list_pairs(f, f->s, NULL);
+    assert_int_equal(l.n, 6);
+    assert_true(has_pair(&l, "node-a", "10.0.0.1:7000/2"));
+
+    /* Missed: not listed, and dropped from the index on the way. */
+    run_for(f, 250);
+    l = list_pairs(f, f->s, NULL);
+    assert_int_equal(l.n, 4);
+    assert_false(has_name(&l, "node-a"));
+    assert_int_equal(raw_int(main_sv.port, 0, "SCARD", "shoal:v1:members"), 2);
+
+    /* A clean leave takes effect at once; leaving twice is fine. */
+    assert_int_equal(leave(f, "node-b"), 0);
+    assert_int_equal(leave(f, "node-b"), 0);
+    assert_int_equal(raw_int(main_sv.port, 0, "EXISTS", "shoal:v1:member:{node-b}"), 0);
+    l = list_pairs(f, b, NULL);
+    assert_int_equal(l.n, 2);
+    assert_true(has_pair(&l, odd, ""));
+    assert_int_equal(raw_int(main_sv.port, 0, "EXISTS", "shoal:v1:member:{n%7D%257D{x y}"), 1);
+}
+
+static void test_scan_owned(void **state)
+{
+    struct fixture *f = *state;
+    struct store *b = open_peer(f, 0, "node-b");
+    uint64_t now = (uint64_t)time(NULL);
+    uint64_t e;
+    struct result l, r;
+
+    assert_int_equal(save(f, "a1", claim(f, "a1"), "s-a1", 0), 0);
+    assert_int_equal(save(f, "a}2", claim(f, "a}2"), "s-a2", now + 3600), 0);
+    assert_int_equal(save(f, "moved", claim(f, "moved"), "s-moved", 0), 0);
+    r = claim_on(f, b, "b1");
+    assert_int_equal(save(f, "b1", r.epoch, "s-b1", 0), 0);
+    r = claim_on(f, b, "moved"); /* node-b took it over */
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(save(f, "unowned", 0, "s-unowned", 0), 0);
+    e = claim(f, "released");
+    assert_int_equal(save(f, "released", e, "s-released", 0), 0);
+    assert_int_equal(release(f, "released", e), 0);
+    (void)claim(f, "no-session");
+    assert_int_equal(save(f, "expired", claim(f, "expired"), "s-expired", now + 1), 0);
+    run_for(f, 2100);
+
+    l = list_pairs(f, b, "node-a");
+    assert_int_equal(l.n, 4);
+    assert_true(has_pair(&l, "a1", "s-a1"));
+    assert_true(has_pair(&l, "a}2", "s-a2"));
+    l = list_pairs(f, f->s, "node-b");
+    assert_int_equal(l.n, 4);
+    assert_true(has_pair(&l, "b1", "s-b1"));
+    assert_true(has_pair(&l, "moved", "s-moved"));
+    l = list_pairs(f, f->s, "node");
+    assert_int_equal(l.n, 0);
+    /* The expired session left the index on the way, as a full scan would do. */
+    assert_int_equal(raw_int(main_sv.port, 0, "SCARD", "shoal:v1:sessions"), 6);
+}
+
+static struct result adopt_on(struct fixture *f, struct store *s, const char *id, const char *dead)
+{
+    struct result r = {0};
+    assert_int_equal(store_owner_adopt(s, id, dead, on_claim, &r), 0);
+    assert_int_equal(r.calls, 0);
+    wait_one(f, &r);
+    return r;
+}
+
+static void test_owner_adopt(void **state)
+{
+    struct fixture *f = *state;
+    struct store *b = open_peer(f, 0, "node-b");
+    struct store *c = open_peer(f, 1, "node-c");
+    uint64_t e1 = claim(f, "cl");
+    struct result r, r2, l;
+    long long n = -1;
+
+    assert_int_equal(save(f, "cl", e1, "before", 0), 0);
+    assert_int_equal(push(f, "cl", "q1", 0, 0), 0);
+
+    /* node-a is taken for dead: node-b adopts its client id with a newer epoch. */
+    r = adopt_on(f, b, "cl", "node-a");
+    assert_int_equal(r.rc, 0);
+    assert_true(r.epoch > e1);
+    assert_true(r.has_prev_owner);
+    assert_string_equal(r.prev_owner, "node-a");
+    assert_int_equal(r.prev_epoch, e1);
+    /* The old owner is fenced off; the adopter writes. */
+    assert_int_equal(save(f, "cl", e1, "stale", 0), ERR_EXISTS);
+    assert_int_equal(trim(f, "cl", e1, 1), ERR_EXISTS);
+    assert_int_equal(del(f, "cl", e1), ERR_EXISTS);
+    assert_int_equal(save(f, "cl", r.epoch, "adopted", 0), 0);
+    l = load(f, "cl");
+    assert_int_equal(l.rc, 0);
+    assert_int_equal(l.state_len, 7);
+    assert_memory_equal(l.state, "adopted", 7);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(raw(main_sv.port, NULL, 0, &n, "HGET", "shoal:v1:{cl}:owner", "node", NULL),
+                     '$');
+    assert_int_equal(n, 6); /* "node-b" */
+
+    /* A second adopter of node-a's sessions finds node-b there and changes nothing. */
+    r2 = adopt_on(f, c, "cl", "node-a");
+    assert_int_equal(r2.rc, ERR_EXISTS);
+    assert_int_equal(r2.epoch, 0);
+    assert_true(r2.has_prev_owner);
+    assert_string_equal(r2.prev_owner, "node-b");
+    assert_int_equal(r2.prev_epoch, r.epoch);
+    assert_int_equal(save(f, "cl", r.epoch, "still-b", 0), 0);
+
+    /* Epochs keep rising: a later claim, then an adoption of that claim. */
+    r2 = claim_on(f, c, "cl");
+    assert_true(r2.epoch > r.epoch);
+    r = adopt_on(f, f->s, "cl", "node-c");
+    assert_int_equal(r.rc, 0);
+    assert_true(r.epoch > r2.epoch);
+    assert_string_equal(r.prev_owner, "node-c");
+
+    /* Nobody owns these: nothing to adopt. */
+    r = adopt_on(f, b, "never-claimed", "node-a");
+    assert_int_equal(r.rc, ERR_EXISTS);
+    assert_false(r.has_prev_owner);
+    assert_int_equal(r.prev_epoch, 0);
+    assert_int_equal(raw_int(main_sv.port, 0, "EXISTS", "shoal:v1:{never-claimed}:owner"), 0);
+    e1 = claim(f, "gone");
+    assert_int_equal(release(f, "gone", e1), 0);
+    r = adopt_on(f, b, "gone", "node-a");
+    assert_int_equal(r.rc, ERR_EXISTS);
+    assert_false(r.has_prev_owner);
+}
+
+static int adopt_lock_on(struct fixture *f, struct store *s, const char *dead, uint32_t ttl_ms)
+{
+    struct result r = {0};
+    assert_int_equal(store_node_adopt_lock(s, dead, ttl_ms, on_done, &r), 0);
+    assert_int_equal(r.calls, 0);
+    wait_one(f, &r);
+    return r.rc;
+}
+
+static void test_adopt_lock(void **state)
+{
+    struct fixture *f = *state;
+    struct store *b = open_peer(f, 0, "node-b");
+    long long ms = -1;
+
+    assert_int_equal(adopt_lock_on(f, f->s, "dead}1", 300), 0);
+    assert_int_equal(adopt_lock_on(f, b, "dead}1", 300), ERR_EXISTS);
+    /* Another dead node is another election. */
+    assert_int_equal(adopt_lock_on(f, b, "dead2", 300), 0);
+    /* The winner locking again renews its hold. */
+    assert_int_equal(adopt_lock_on(f, f->s, "dead}1", 60000), 0);
+    assert_int_equal(raw(main_sv.port, NULL, 0, &ms, "PTTL", "shoal:v1:adopt:{dead%7D1}", NULL),
+                     ':');
+    assert_in_range(ms, 59000, 60000);
+    assert_int_equal(adopt_lock_on(f, f->s, "dead}1", 200), 0);
+    assert_int_equal(adopt_lock_on(f, b, "dead}1", 300), ERR_EXISTS);
+
+    /* The hold runs out: another node may win now, and then holds it. */
+    run_for(f, 300);
+    assert_int_equal(adopt_lock_on(f, b, "dead}1", 300), 0);
+    assert_int_equal(adopt_lock_on(f, f->s, "dead}1", 300), ERR_EXISTS);
+    assert_int_equal(adopt_lock_on(f, b, "dead}1", 300), 0);
+}
+
+static int park_on(struct fixture *f, struct store *s, const char *node, const char *m)
+{
+    struct result r = {0};
+    assert_int_equal(store_park_push(s, node, blob(m), on_done, &r), 0);
+    assert_int_equal(r.calls, 0);
+    wait_one(f, &r);
+    return r.rc;
+}
+
+static struct result take_on(struct fixture *f, struct store *s, const char *node, size_t max)
+{
+    struct result r = {0};
+    assert_int_equal(store_park_take(s, node, max, on_retain, &r), 0);
+    assert_int_equal(r.calls, 0);
+    wait_one(f, &r);
+    assert_int_equal(r.rc, 0);
+    return r;
+}
+
+#define N_PARKED 600
+
+/* What concurrent takers got: each message "p<i>" once, each batch in order. */
+struct takers {
+    int calls;
+    int bad;
+    size_t got;
+    char seen[N_PARKED];
+};
+
+static void on_take(void *ctx, int rc, const struct store_blob *msgs, size_t n)
+{
+    struct takers *t = ctx;
+    int prev = -1;
+
+    t->calls++;
+    if (rc != 0 || n > 7)
+        t->bad++;
+    for (size_t i = 0; i < n; i++) {
+        char buf[16];
+        int k;
+        if (msgs[i].len >= sizeof(buf)) {
+            t->bad++;
+            continue;
+        }
+        memcpy(buf, msgs[i].p, msgs[i].len);
+        buf[msgs[i].len] = '\0';
+        if (sscanf(buf, "p%d", &k) != 1 || k < 0 || k >= N_PARKED || t->seen[k]++ || k <= prev)
+            t->bad++;
+        prev = k;
+        t->got++;
+    }
+}
+
+static void test_park(void **state)
+{
+    struct fixture *f = *state;
+    struct store *b = open_peer(f, 0, "node-b");
+    struct takers *t = calloc(1, sizeof(*t));
+    struct result r = {0};
+    char m[16];
+
+    assert_non_null(t);
+    r = take_on(f, f->s, "dead", 10);
+    assert_int_equal(r.n, 0);
+    assert_int_equal(park_on(f, f->s, "dead", "m0"), 0);
+    assert_int_equal(park_on(f, b, "dead", "m1"), 0); /* any node may park */
+    assert_int_equal(park_on(f, f->s, "dead", ""), 0);
+    assert_int_equal(park_on(f, f->s, "dead", "m3"), 0);
+    assert_int_equal(park_on(f, f->s, "other", "o0"), 0);
+    assert_int_equal(raw_int(main_sv.port, 0, "LLEN", "shoal:v1:parked:{dead}"), 4);
+    assert_int_equal(raw_int(main_sv.port, 0, "TTL", "shoal:v1:parked:{dead}"), -1);
+
+    r = take_on(f, b, "dead", 2);
+    assert_int_equal(r.n, 2);
+    assert_blob(&r, 0, "m0");
+    assert_blob(&r, 1, "m1");
+    assert_int_equal(park_on(f, f->s, "dead", "m4"), 0);
+    r = take_on(f, b, "dead", SIZE_MAX);
+    assert_int_equal(r.n, 3);
+    assert_blob(&r, 0, "");
+    assert_blob(&r, 1, "m3");
+    assert_blob(&r, 2, "m4");
+    /* Emptied: the list is gone, and another take finds nothing. */
+    assert_int_equal(raw_int(main_sv.port, 0, "EXISTS", "shoal:v1:parked:{dead}"), 0);
+    r = take_on(f, f->s, "dead", 1);
+    assert_int_equal(r.n, 0);
+    r = take_on(f, f->s, "other", 1);
+    assert_int_equal(r.n, 1);
+    assert_blob(&r, 0, "o0");
+
+    /* Two nodes take at once, in batches of up to 7: every message goes to one of them. */
+    for (int i = 0; i < N_PARKED; i++) {
+        (void)snprintf(m, sizeof(m), "p%d", i);
+        assert_int_equal(store_park_push(f->s, "dead", blob(m), on_done, &r), 0);
+    }
+    assert_true(wait_count(f, &r.calls, N_PARKED, WAIT_MS));
+    assert_int_equal(r.rc, 0);
+    for (int i = 0; i < N_PARKED / 7 + 10; i++) {
+        assert_int_equal(store_park_take(f->s, "dead", 7, on_take, t), 0);
+        assert_int_equal(store_park_take(b, "dead", 7, on_take, t), 0);
+    }
+    assert_true(wait_count(f, &t->calls, 2 * (N_PARKED / 7 + 10), WAIT_MS));
+    assert_int_equal(t->bad, 0);
+    assert_int_equal(t->got, N_PARKED);
+    assert_int_equal(raw_int(main_sv.port, 0, "EXISTS", "shoal:v1:parked:{dead}"), 0);
+    free(t);
+}
+
+/* The new requests obey the same bounds as the rest while the server is gone. */
+static void test_cluster_ops_outage(void **state)
+{
+    struct server *sv = *state;
+    struct fixture f;
+    struct result r[4];
+    struct result l;
+    char url[128];
+    uint64_t t0, took;
+
+    memset(r, 0, sizeof(r));
+    loop_init(&f);
+    url_of(url, sizeof(url), sv, NULL, 0);
+    f.s = open_store(&f, url, "node-a");
+    assert_int_equal(heartbeat_on(&f, f.s, "node-a", "addr", 60000), 0);
+    server_stop(sv);
+    assert_true(run_until(&f, pred_down, f.s, WAIT_MS));
+
+    t0 = now_ms();
+    assert_int_equal(store_member_heartbeat(f.s, "node-a", blob("addr"), 60000, on_done, &r[0]), 0);
+    assert_int_equal(store_park_push(f.s, "dead", blob("m"), on_done, &r[1]), 0);
+    assert_int_equal(store_owner_adopt(f.s, "c", "dead", on_claim, &r[2]), 0);
+    assert_int_equal(store_park_take(f.s, "dead", 5, on_retain, &r[3]), 0);
+    assert_true(wait_count(&f, &r[3].calls, 1, WAIT_MS));
+    took = now_ms() - t0;
+    assert_true(took >= 2500 && took <= 4500);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_true(r[i].rc == ERR_TIMEOUT || r[i].rc == ERR_IO);
+    }
+    assert_int_equal(r[2].epoch, 0);
+    assert_int_equal(r[3].n, 0);
+
+    /* Back with its data (append-only file): the member is still listed. */
+    server_start(sv);
+    l = list_pairs(&f, f.s, NULL);
+    assert_int_equal(l.n, 2);
+    assert_true(has_pair(&l, "node-a", "addr"));
+    store_destroy(&f.s);
+    loop_finish(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1488,6 +1903,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destroy_with_requests_in_flight, setup, teardown),
         cmocka_unit_test(test_destroy_while_down),
         cmocka_unit_test(test_destroy_while_connecting),
+        cmocka_unit_test_setup_teardown(test_members, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_owned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_adopt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopt_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_park, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_ops_outage, setup_server, teardown_server),
     };
 
     /* hiredis writes with write(2): a server that goes away must not kill the test. */
