@@ -313,6 +313,12 @@ void conf_free(struct conf **pc)
     free(c->log_file);
     free(c->node_id);
     free(c->store_url);
+    free(c->cluster_bind);
+    free(c->cluster_advertise);
+    free(c->cluster_seeds);
+    free(c->cluster_dns);
+    free(c->cluster_name);
+    free(c->cluster_secret_file);
     free(c);
     *pc = NULL;
 }

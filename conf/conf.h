@@ -72,7 +72,16 @@ struct conf {
 
     /* shoal */
     char *node_id;   /* default: hostname */
-    char *store_url; /* "memory" (default); redis:// in a later issue */
+    char *store_url; /* "memory" (default) or redis:// */
+
+    /* Cluster: all unset (cluster_port 0) on a single node. */
+    uint16_t cluster_port;     /* cluster_listener PORT */
+    char *cluster_bind;        /* its bind address; NULL = all */
+    char *cluster_advertise;   /* HOST:PORT peers dial; default: bind address and port */
+    char *cluster_seeds;       /* HOST:PORT[,HOST:PORT...] as written */
+    char *cluster_dns;         /* a name whose A/AAAA records are seeds */
+    char *cluster_name;        /* default "shoal" */
+    char *cluster_secret_file; /* path; its contents (trailing newline cut) are the secret */
 };
 
 /*

@@ -338,6 +338,58 @@ static int set_node_id(struct conf__parser *p, const struct conf__directive *d, 
     return set_generic(p, d, base);
 }
 
+static int set_cluster_listener(struct conf__parser *p, const struct conf__directive *d, void *base)
+{
+    struct conf *c = base;
+    int64_t port;
+
+    int rc = parse_int(p, d, p->argv[1], &port);
+    if (rc)
+        return rc;
+    c->cluster_port = (uint16_t)port;
+    free(c->cluster_bind);
+    c->cluster_bind = p->argc > 2 ? xstrdup(p->argv[2]) : NULL;
+    return 0;
+}
+
+/* One HOST:PORT, or a comma-separated list of them; HOST may be [IPv6]. */
+static bool host_port_ok(const char *v, size_t n)
+{
+    const char *colon = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == ':')
+            colon = v + i;
+    if (!colon || colon == v || (size_t)(colon - v) + 1 >= n)
+        return false;
+    long port = 0;
+    for (const char *q = colon + 1; q < v + n; q++) {
+        if (*q < '0' || *q > '9')
+            return false;
+        port = port * 10 + (*q - '0');
+        if (port > 65535)
+            return false;
+    }
+    return port > 0;
+}
+
+static int set_host_port(struct conf__parser *p, const struct conf__directive *d, void *base)
+{
+    const char *v = p->argv[1];
+    bool is_list = strcmp(d->name, "cluster_seeds") == 0;
+
+    for (const char *item = v;;) {
+        const char *end = strchr(item, ',');
+        size_t n = end ? (size_t)(end - item) : strlen(item);
+        if (!host_port_ok(item, n) || (end && !is_list))
+            return conf__error(p, "%s: '%s' is not %s", d->name, v,
+                               is_list ? "a list of HOST:PORT" : "HOST:PORT");
+        if (!end)
+            break;
+        item = end + 1;
+    }
+    return set_generic(p, d, base);
+}
+
 #define G(f)    offsetof(struct conf, f), CONF__SCOPE_GLOBAL
 #define L(f)    offsetof(struct conf_listener, f), CONF__SCOPE_LISTENER
 #define NOFIELD 0, CONF__SCOPE_GLOBAL
@@ -395,12 +447,12 @@ const struct conf__directive conf__directives[] = {
     /* shoal */
     {"node_id", CONF__T_WORD, G(node_id), 0, 0, 1, 1, set_node_id, NULL},
     {"store", CONF__T_WORD, G(store_url), 0, 0, 1, 1, set_store, NULL},
-    {"cluster_listener", CONF__T_NONE, NOFIELD, 0, 0, 1, 2, NULL, LATER_CLUSTER},
-    {"cluster_advertise", CONF__T_NONE, NOFIELD, 0, 0, 1, 1, NULL, LATER_CLUSTER},
-    {"cluster_seeds", CONF__T_NONE, NOFIELD, 0, 0, 1, 1, NULL, LATER_CLUSTER},
-    {"cluster_dns", CONF__T_NONE, NOFIELD, 0, 0, 1, 1, NULL, LATER_CLUSTER},
-    {"cluster_name", CONF__T_NONE, NOFIELD, 0, 0, 1, 1, NULL, LATER_CLUSTER},
-    {"cluster_secret_file", CONF__T_NONE, NOFIELD, 0, 0, 1, 1, NULL, LATER_CLUSTER},
+    {"cluster_listener", CONF__T_NONE, NOFIELD, 1, U16MAX, 1, 2, set_cluster_listener, NULL},
+    {"cluster_advertise", CONF__T_WORD, G(cluster_advertise), 0, 0, 1, 1, set_host_port, NULL},
+    {"cluster_seeds", CONF__T_WORD, G(cluster_seeds), 0, 0, 1, 1, set_host_port, NULL},
+    {"cluster_dns", CONF__T_WORD, G(cluster_dns), 0, 0, 1, 1, NULL, NULL},
+    {"cluster_name", CONF__T_WORD, G(cluster_name), 0, 0, 1, 1, set_node_id, NULL},
+    {"cluster_secret_file", CONF__T_STRING, G(cluster_secret_file), 0, 0, 1, 1, NULL, NULL},
     {"http_listener", CONF__T_NONE, NOFIELD, 0, 0, 1, 2, NULL, LATER_HTTP},
 };
 

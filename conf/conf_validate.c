@@ -4,6 +4,8 @@
  * (allow_anonymous), duplicate listeners and limits that constrain each other. Messages
  * point at the line that set the offending value.
  */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -156,6 +158,8 @@ static void fill_late_defaults(struct conf__parser *p)
         c->auto_id_prefix = xstrdup("auto-");
     if (!c->store_url)
         c->store_url = xstrdup("memory");
+    if (!c->cluster_name)
+        c->cluster_name = xstrdup("shoal");
     if (!c->node_id) {
         if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
             (void)strcpy(host, "shoal");
@@ -209,6 +213,45 @@ static int check_tls(struct conf__parser *p)
     return 0;
 }
 
+/* The cluster settings belong together: peers share sessions through Redis, and the secret
+ * file is read now so that a missing or empty one fails `shoal -t` too. */
+static int check_cluster(struct conf__parser *p)
+{
+    const struct conf *c = p->c;
+    static const char *const needs_listener[] = {
+        "cluster_advertise", "cluster_seeds", "cluster_dns", "cluster_name", "cluster_secret_file"};
+
+    for (size_t i = 0; c->cluster_port == 0 && i < 5; i++) {
+        const struct conf__origin *o = conf__seen(p, needs_listener[i]);
+        if (o)
+            return conf__error_at(p, o, "%s: needs cluster_listener", needs_listener[i]);
+    }
+    if (c->cluster_port == 0)
+        return 0;
+    const struct conf__origin *lo = conf__seen(p, "cluster_listener");
+    if (!c->store_url || strncmp(c->store_url, "redis://", 8) != 0)
+        return conf__error_at(p, lo,
+                              "cluster_listener: a cluster needs a shared store (store "
+                              "redis://HOST:PORT)");
+    for (size_t i = 0; i < c->n_listeners; i++)
+        if (c->listeners[i].port == c->cluster_port)
+            return conf__error_at(p, lo, "cluster_listener: port %u is also an MQTT listener",
+                                  (unsigned)c->cluster_port);
+    if (c->cluster_secret_file) {
+        const struct conf__origin *so = conf__seen(p, "cluster_secret_file");
+        FILE *f = fopen(c->cluster_secret_file, "rb");
+        if (!f)
+            return conf__error_at(p, so, "cluster_secret_file: %s: %s", c->cluster_secret_file,
+                                  strerror(errno));
+        char buf[8];
+        size_t n = fread(buf, 1, sizeof(buf), f);
+        (void)fclose(f);
+        if (n == 0 || (n == 1 && buf[0] == '\n'))
+            return conf__error_at(p, so, "cluster_secret_file: %s: empty", c->cluster_secret_file);
+    }
+    return 0;
+}
+
 int conf__finish(struct conf__parser *p, int port_override)
 {
     int rc = make_listeners(p, port_override);
@@ -218,6 +261,8 @@ int conf__finish(struct conf__parser *p, int port_override)
         rc = check_limits(p);
     if (rc == 0)
         rc = check_tls(p);
+    if (rc == 0)
+        rc = check_cluster(p);
     if (rc == 0)
         fill_late_defaults(p);
     return rc;

@@ -15,6 +15,7 @@
 #include "node/handle.h"
 #include "node/listener.h"
 #include "node/log.h"
+#include "node/mesh.h"
 #include "node/msg.h"
 #include "node/persist.h"
 #include "node/retain.h"
@@ -158,6 +159,7 @@ static void on_prepare(uv_prepare_t *h)
         broker_resume_publishers(b);
     if (b->n_trims)
         persist_flush_trims(b);
+    mesh_flush(b);
     /* Flushing can queue more output (a close after a failed write); loop until quiet. */
     while (b->flush_head) {
         struct conn *c = b->flush_head;
@@ -283,6 +285,9 @@ int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c)
     rc = store_retain_load(b->store, on_retain_load, b);
     if (rc < 0)
         return rc;
+    rc = mesh_start(b);
+    if (rc < 0)
+        return rc;
     (void)uv_prepare_init(loop, &b->prepare);
     (void)uv_prepare_start(&b->prepare, on_prepare);
     (void)uv_timer_init(loop, &b->tick);
@@ -318,6 +323,7 @@ void broker_stop(struct broker *b)
      * take is in uv_write requests that complete without the prepare hook. */
     if (b->prepare.loop && !uv_is_closing((uv_handle_t *)&b->prepare))
         uv_close((uv_handle_t *)&b->prepare, NULL);
+    mesh_stop(b);
     store_destroy(&b->store);
 }
 
@@ -349,6 +355,7 @@ void broker_free(struct broker *b)
     free(b->sess_buckets);
     b->sess_buckets = NULL;
     topic_tree_destroy(&b->subs);
+    mesh_free(b);
     retain_destroy(&b->retained);
     free(b->matches);
     b->matches = NULL;

@@ -29,6 +29,9 @@ struct auth;
 struct acl;
 struct security;
 struct persist_wait;
+struct cluster;
+struct cluster_peer;
+struct mesh_recent;
 
 #define BROKER_SCRATCH_SIZE (64u * 1024u)
 
@@ -93,6 +96,17 @@ struct broker {
     struct conn *paused;         /* paused publishers, through conn->paused_next */
     struct session_q *congested; /* congested sessions, through session_q->cong_next */
     uint32_t n_congested;
+
+    /* Cluster (node/mesh.c): NULL on a single node. */
+    struct cluster *cluster;
+    struct topic_tree *remote;       /* remote routes; owners are peers */
+    struct cluster_peer **fwd_peers; /* members one publish goes to */
+    size_t n_fwd_peers;
+    size_t cap_fwd_peers;
+    bool in_forward;            /* routing a message a member forwarded */
+    bool in_forward_wait;       /* its store appends are collected */
+    struct mesh_recent *recent; /* takeovers received lately */
+    size_t n_recent;
 
     struct keepalive_entry start_retry; /* loading stored sessions again */
     uint64_t started_ms;

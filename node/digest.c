@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include "node/err.h"
@@ -104,4 +105,12 @@ int digest_random(uint8_t *out, size_t n)
 bool digest_equal(const uint8_t *a, const uint8_t *b, size_t n)
 {
     return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+void digest_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len,
+                        uint8_t out[32])
+{
+    unsigned n = 32;
+    if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n))
+        memset(out, 0, 32);
 }

@@ -30,6 +30,10 @@ size_t digest_base64_encode(const uint8_t *p, size_t n, char *out, size_t cap);
  * base64 or the result does not fit in cap bytes. */
 long digest_base64_decode(const char *s, size_t len, uint8_t *out, size_t cap);
 
+/* HMAC-SHA256 of data under key. */
+void digest_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len,
+                        uint8_t out[32]);
+
 /* Fills out with cryptographically strong random bytes. Returns 0 or ERR_IO. */
 int digest_random(uint8_t *out, size_t n);
 

@@ -19,6 +19,7 @@
 #include "node/handle.h"
 #include "node/listener.h"
 #include "node/log.h"
+#include "node/mesh.h"
 #include "node/msg.h"
 #include "node/persist.h"
 #include "node/session.h"
@@ -304,8 +305,10 @@ static int connect_finish(struct conn *c, struct codec_packet *p, const char *us
         handle_fail(old, ERR_TAKEN_OVER);
     }
     bool is_resumed = w && w->is_resumed;
+    /* In a cluster every client id is claimed, so that a second connection anywhere closes
+     * this one. */
     if (persist_is_on(b) && !assigned && !is_resumed &&
-        (session_expiry_of(c, k, &p->props) != 0 || !k->clean_start))
+        (session_expiry_of(c, k, &p->props) != 0 || !k->clean_start || mesh_is_on(b)))
         return start_resume(c, w, id, idlen, k->clean_start, user, ulen);
 
     bool server_ka = false;

@@ -22,6 +22,7 @@
 #include "node/err.h"
 #include "node/handle.h"
 #include "node/log.h"
+#include "node/mesh.h"
 #include "node/msg.h"
 #include "node/session.h"
 #include "store/store.h"
@@ -34,12 +35,16 @@ void session__will_detach(struct session *s, int err);
 /* A publisher's acknowledgement waiting for store appends. */
 struct persist_wait {
     struct persist_wait *next;
+    struct broker *b;
     struct session *s; /* publisher; NULL once it is gone */
     uint32_t pending;  /* appends not yet completed */
     int err;           /* first failure */
     uint16_t pid;
     uint8_t type; /* PUBACK or PUBREC */
     bool is_queued;
+    bool is_forward; /* a member's forward: acknowledged to it, not to a client */
+    uint64_t peer_uid;
+    uint64_t tok;
 };
 
 bool persist_is_on(const struct broker *b)
@@ -271,6 +276,7 @@ static void on_written(void *ctx, int rc)
 }
 
 static void on_pushed(void *ctx, int rc);
+static struct persist_wait *routing_wait(struct broker *b);
 
 /* Writes the state; w (may be NULL) is an acknowledgement that waits for it. */
 static void save_waited(struct session *s, uint64_t expires_at, struct persist_wait *w)
@@ -301,8 +307,7 @@ static void on_saved_corked(void *ctx, int rc)
     if (rc < 0 && rc != ERR_CANCELED)
         log_ratelimited(LOG_LEVEL_WARN, "persist",
                         "session state not stored, connection closed client_id=%s rc=%s",
-                        conn_log_id(c),
-                        rc == ERR_EXISTS ? "fenced by a newer owner" : err_str(rc));
+                        conn_log_id(c), rc == ERR_EXISTS ? "fenced by a newer owner" : err_str(rc));
     conn_uncork(c, rc == 0 || rc == ERR_CANCELED);
 }
 
@@ -404,11 +409,9 @@ static void flush_acks(struct session *s)
     }
 }
 
-static void on_pushed(void *ctx, int rc)
+/* One thing w waited for completed with rc. */
+static void wait_done(struct persist_wait *w, int rc)
 {
-    struct persist_wait *w = ctx;
-    if (rc < 0 && rc != ERR_CANCELED)
-        log_ratelimited(LOG_LEVEL_WARN, "persist", "queued message not stored rc=%s", err_str(rc));
     if (!w)
         return;
     if (rc < 0 && w->err == 0)
@@ -417,10 +420,61 @@ static void on_pushed(void *ctx, int rc)
         return;
     if (!w->is_queued) /* still being routed: handle_publish decides */
         return;
-    if (w->s)
-        flush_acks(w->s);
-    else
+    if (w->is_forward) {
+        /* A failed append cannot be reported to the member: it resends after a timeout
+         * only when the link breaks, so acknowledging nothing would stall it. The message is
+         * acknowledged; the failure was logged. */
+        mesh_forward_done(w->b, w->peer_uid, w->tok);
         free(w);
+    } else if (w->s) {
+        flush_acks(w->s);
+    } else {
+        free(w);
+    }
+}
+
+static void on_pushed(void *ctx, int rc)
+{
+    if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "queued message not stored rc=%s", err_str(rc));
+    wait_done(ctx, rc);
+}
+
+struct persist_wait *persist_hold(struct broker *b)
+{
+    struct persist_wait *w = routing_wait(b);
+    if (w)
+        w->pending++;
+    return w;
+}
+
+void persist_unhold(struct persist_wait *w, int rc)
+{
+    if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "forward to a member not acknowledged rc=%s",
+                        err_str(rc));
+    wait_done(w, rc);
+}
+
+void persist_forward_begin(struct broker *b)
+{
+    b->in_forward_wait = true;
+}
+
+void persist_forward_end(struct broker *b, uint64_t peer_uid, uint64_t tok)
+{
+    struct persist_wait *w = b->ack_wait;
+    b->ack_wait = NULL;
+    b->in_forward_wait = false;
+    if (!w || w->pending == 0) {
+        free(w);
+        mesh_forward_done(b, peer_uid, tok);
+        return;
+    }
+    w->is_forward = true;
+    w->peer_uid = peer_uid;
+    w->tok = tok;
+    w->is_queued = true;
 }
 
 /* Appends d to s's stored queue; w (may be NULL) waits for it. Returns true when issued. */
@@ -458,6 +512,11 @@ static struct persist_wait *wait_for(struct broker *b, struct session *s)
 
 static struct persist_wait *routing_wait(struct broker *b)
 {
+    if (b->in_forward_wait) {
+        struct persist_wait *w = wait_for(b, NULL);
+        w->b = b;
+        return w;
+    }
     if (!b->publisher || !b->publisher->s)
         return NULL;
     return wait_for(b, b->publisher->s);
@@ -566,18 +625,43 @@ struct resume {
     void *ctx;
     char *client_id;
     bool clean_start;
+    bool is_taken_over; /* the previous owner was asked already */
     int claim_rc;
     uint64_t epoch;
+    char *prev_owner;
 };
 
 static void on_claimed(void *ctx, int rc, uint64_t epoch, const char *prev_owner,
                        uint64_t prev_epoch)
 {
     struct resume *r = ctx;
-    (void)prev_owner;
     (void)prev_epoch;
     r->claim_rc = rc;
     r->epoch = epoch;
+    free(r->prev_owner);
+    r->prev_owner = prev_owner ? xstrdup(prev_owner) : NULL;
+}
+
+static void on_loaded(void *ctx, int rc, struct store_blob state, const struct store_blob *queue,
+                      size_t n);
+
+static void resume_free(struct resume *r)
+{
+    free(r->client_id);
+    free(r->prev_owner);
+    free(r);
+}
+
+/* The previous owner, another member, has closed the client and flushed its session: read
+ * the session again, now complete. */
+static void on_taken_over(void *ctx)
+{
+    struct resume *r = ctx;
+    struct broker *b = r->c->b;
+    if (store_session_load(b->store, r->client_id, on_loaded, r) < 0) {
+        r->cont(r->ctx, ERR_SERVER_UNAVAILABLE, r->epoch);
+        resume_free(r);
+    }
 }
 
 static struct session *session_from_state(struct broker *b, const char *id, struct store_blob state)
@@ -596,12 +680,20 @@ static void on_loaded(void *ctx, int rc, struct store_blob state, const struct s
 {
     struct resume *r = ctx;
     struct conn *c = r->c;
+
     struct broker *b = c->b;
 
     if (rc == ERR_NOT_FOUND)
         rc = 0;
     if (rc == 0)
         rc = r->claim_rc;
+    if (rc == 0 && mesh_is_superseded(b, r->client_id, r->epoch))
+        rc = ERR_TAKEN_OVER; /* a newer CONNECT elsewhere won */
+    if (rc == 0 && !r->is_taken_over && c->state == CONN_CONNECTING) {
+        r->is_taken_over = true;
+        if (mesh_takeover(b, r->prev_owner, r->client_id, r->epoch, on_taken_over, r))
+            return;
+    }
     if (rc == 0 && c->state == CONN_CONNECTING) {
         struct session *s = broker_session_find(b, r->client_id, strlen(r->client_id));
         if (!s && state.len > 0 && !r->clean_start)
@@ -625,8 +717,7 @@ static void on_loaded(void *ctx, int rc, struct store_blob state, const struct s
     if (rc < 0 && rc != ERR_CANCELED)
         log_ratelimited(LOG_LEVEL_WARN, "persist", "session resume failed rc=%s", err_str(rc));
     r->cont(r->ctx, rc < 0 ? ERR_SERVER_UNAVAILABLE : 0, r->epoch);
-    free(r->client_id);
-    free(r);
+    resume_free(r);
 }
 
 int persist_resume(struct conn *c, const char *client_id, size_t len, bool clean_start,
@@ -714,7 +805,9 @@ int persist_load_all(struct broker *b, void (*done)(void *ctx, int rc), void *ct
     l->b = b;
     l->done = done;
     l->ctx = ctx;
-    int rc = store_session_scan(b->store, on_scanned, l);
+    /* In a cluster each member holds the sessions it owns; the others route to them. */
+    int rc = mesh_is_on(b) ? store_session_scan_owned(b->store, b->conf->node_id, on_scanned, l)
+                           : store_session_scan(b->store, on_scanned, l);
     if (rc < 0)
         free(l);
     return rc;

@@ -20,6 +20,7 @@ struct broker;
 struct session;
 struct session_dlv;
 struct conn;
+struct persist_wait;
 
 /* True when the broker's store is durable, so persistent sessions live in it. */
 bool persist_is_on(const struct broker *b);
@@ -67,6 +68,17 @@ bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid);
 /* The incoming QoS 2 state of c's session changed (a new packet id, or PUBREL): writes it,
  * and makes the acknowledgement about to be deferred with persist_ack_defer wait for it. */
 void persist_save_before_ack(struct conn *c);
+/* Cluster forwards (node/mesh.c). persist_hold adds one pending completion to the
+ * acknowledgement being collected for the message now routed (NULL when there is none);
+ * persist_unhold completes it with rc. */
+struct persist_wait *persist_hold(struct broker *b);
+void persist_unhold(struct persist_wait *w, int rc);
+/* Routing of a message a member forwarded with token tok: appends made between begin and end
+ * are collected, and mesh_forward_done(b, peer_uid, tok) runs once they all completed (at
+ * once when there are none). */
+void persist_forward_begin(struct broker *b);
+void persist_forward_end(struct broker *b, uint64_t peer_uid, uint64_t tok);
+
 /* Drops the publisher's pending acknowledgements (its session is going away). */
 void persist_session_gone(struct session *s);
 

@@ -15,6 +15,7 @@
 #include "node/clock.h"
 #include "node/err.h"
 #include "node/log.h"
+#include "node/mesh.h"
 #include "node/msg.h"
 #include "node/retain.h"
 #include "node/session.h"
@@ -89,9 +90,11 @@ static void store_retained(struct broker *b, const struct msg *m)
 
 void router_publish(struct broker *b, struct msg *m, const struct session *from)
 {
-    if (m->retain) {
+    /* A forwarded message's retained copy comes with the origin's notice, already stored. */
+    if (m->retain && !b->in_forward) {
         retain_set(b->retained, m);
         store_retained(b, m);
+        mesh_retain_changed(b, m);
     }
     b->match_gen++;
     b->n_matches = 0;
@@ -116,4 +119,5 @@ void router_publish(struct broker *b, struct msg *m, const struct session *from)
     b->n_matches = 0;
     b->match_msg = NULL;
     b->match_from = NULL;
+    mesh_publish(b, m);
 }

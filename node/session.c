@@ -15,8 +15,10 @@
 #include "node/conn.h"
 #include "node/err.h"
 #include "node/log.h"
+#include "node/mesh.h"
 #include "node/msg.h"
 #include "node/persist.h"
+#include "node/topic.h"
 #include "node/topic_tree.h"
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -38,6 +40,19 @@ struct session *session_create(struct broker *b, const char *client_id, size_t l
     return s;
 }
 
+/* The trie counts subscribers per route (a shared one under its inner filter): the cluster
+ * hears of a route when the count leaves or reaches 0. */
+static void route_changed(struct broker *b, const char *filter, size_t len, bool is_added)
+{
+    const char *g, *inner;
+    size_t glen, ilen;
+    if (topic_share_split(filter, len, &g, &glen, &inner, &ilen)) {
+        filter = inner;
+        len = ilen;
+    }
+    mesh_route_change(b, filter, len, is_added);
+}
+
 void session_destroy(struct session **sp)
 {
     struct session *s = *sp;
@@ -53,8 +68,8 @@ void session_destroy(struct session **sp)
     session_will_set(s, NULL, 0, false, 0, 0);
     for (uint32_t i = 0; i < s->n_subs; i++) {
         struct session_sub *sub = s->subs[i];
-        if (b->subs)
-            (void)topic_tree_remove(b->subs, sub->filter, sub->filter_len, s);
+        if (b->subs && topic_tree_remove(b->subs, sub->filter, sub->filter_len, s) == 1)
+            route_changed(b, sub->filter, sub->filter_len, false);
         free(sub->filter);
         free(sub);
     }
@@ -139,7 +154,8 @@ struct session_sub *session_sub_add(struct session *s, const char *filter, size_
     sub->filter = xstrndup(filter, len);
     sub->filter_len = (uint16_t)len;
     s->subs[s->n_subs++] = sub;
-    (void)topic_tree_add(s->b->subs, sub->filter, len, s, sub);
+    if (topic_tree_add(s->b->subs, sub->filter, len, s, sub) == TOPIC_TREE_FIRST)
+        route_changed(s->b, sub->filter, len, true);
     *is_new = true;
     return sub;
 }
@@ -150,7 +166,8 @@ int session_sub_remove(struct session *s, const char *filter, size_t len)
     if (i < 0)
         return ERR_NOT_FOUND;
     struct session_sub *sub = s->subs[i];
-    (void)topic_tree_remove(s->b->subs, sub->filter, sub->filter_len, s);
+    if (topic_tree_remove(s->b->subs, sub->filter, sub->filter_len, s) == 1)
+        route_changed(s->b, sub->filter, sub->filter_len, false);
     s->subs[i] = s->subs[--s->n_subs];
     free(sub->filter);
     free(sub);

@@ -24,6 +24,8 @@ struct stats {
     uint64_t connections_refused;
     uint64_t auth_failures; /* CONNECTs refused: bad password, anonymous, certificate */
     uint64_t acl_denied;    /* publishes, subscriptions and deliveries the ACL refused */
+    uint64_t takeovers_in;  /* clients this node dropped because another member took them */
+    uint64_t takeovers_out; /* takeovers this node asked of another member */
 };
 
 /* Publishes the $SYS topics as retained messages through the router. */

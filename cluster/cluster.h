@@ -1,0 +1,130 @@
+#ifndef SHOAL_CLUSTER_CLUSTER_H
+#define SHOAL_CLUSTER_CLUSTER_H
+
+/*
+ * The node-to-node layer: links to every member over TCP, membership (seeds, gossip, failure
+ * detection), the route-set protocol (deltas with sequence numbers, snapshots, digests),
+ * batched forwarding with acknowledgements and retransmission, takeover requests and retained
+ * notices. It knows nothing of MQTT sessions: the node answers through struct cluster_hooks,
+ * and keeps the remote route table (the trie) itself.
+ *
+ * A peer handle (struct cluster_peer) stands for one incarnation of one member: it survives
+ * link breaks, and is given to peer_down exactly once, after which it is never used again.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+struct cluster;
+struct cluster_peer;
+struct msg;
+
+struct cluster_conf {
+    const char *node_id;
+    const char *cluster_name;
+    const char *bind;      /* NULL: all addresses */
+    uint16_t port;         /* cluster listener */
+    const char *advertise; /* HOST:PORT; NULL: derived from bind and port */
+    const char *seeds;     /* HOST:PORT[,...] or NULL */
+    const char *dns;       /* name re-resolved as seeds, or NULL */
+    const uint8_t *secret; /* NULL: no proof asked */
+    size_t secret_len;
+};
+
+/* Completion of a forward: 0 once the peer made it durable, or ERR_IO when the peer died
+ * before acknowledging it (the caller then parks it elsewhere). */
+typedef void (*cluster_forward_cb)(void *ctx, int rc);
+
+struct cluster_hooks {
+    void *ctx;
+    /* A member is joined: its route snapshot has been applied. */
+    void (*peer_up)(void *ctx, struct cluster_peer *p, const char *node_id);
+    /* The member is gone (is_dead: failure detected or restarted with a new incarnation;
+     * false: it left cleanly). Its routes must be dropped; p is invalid after return. */
+    void (*peer_down)(void *ctx, struct cluster_peer *p, const char *node_id, bool is_dead);
+    void (*route_add)(void *ctx, struct cluster_peer *p, const char *filter, size_t len);
+    void (*route_remove)(void *ctx, struct cluster_peer *p, const char *filter, size_t len);
+    /* A forwarded message: m has one reference for the callee to take or drop. When tok is
+     * non-zero, the callee must call cluster_forward_done(c, peer_uid, tok) once the message
+     * is durable for its persistent sessions (at once if none). */
+    void (*forward_in)(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok);
+    /* Peer asks to close client_id (epoch now owns it) and flush it; the callee answers
+     * with cluster_takeover_done(c, peer_uid, req, rc). */
+    void (*takeover_in)(void *ctx, uint64_t peer_uid, const char *client_id, uint64_t epoch,
+                        uint64_t req);
+    /* A retained message was set (m non-NULL, one reference for the callee) or cleared. */
+    void (*retain_in)(void *ctx, const char *topic, struct msg *m);
+    /* HMAC-SHA256(key, data) into out[32]. */
+    void (*hmac)(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len,
+                 uint8_t out[32]);
+};
+
+/*
+ * Starts listening and dialing the seeds. Strings in cf are copied. Returns 0 and sets *out, or
+ * a negative error (the listener cannot bind) with a message in err.
+ */
+int cluster_create(uv_loop_t *loop, const struct cluster_conf *cf, const struct cluster_hooks *h,
+                   struct cluster **out, char *err, size_t errlen);
+/* Closes every link and frees the cluster; pending forwards complete with ERR_CANCELED. Needs
+ * one more loop run for the handles to close. Sets *c to NULL. */
+void cluster_destroy(struct cluster **c);
+
+/* Adds a node to dial (e.g. from the store's member registry): "HOST:PORT". */
+void cluster_add_seed(struct cluster *c, const char *host_port);
+/* This node's advertised HOST:PORT and incarnation, for the member registry. */
+const char *cluster_advertise(const struct cluster *c);
+uint64_t cluster_incarnation(const struct cluster *c);
+
+/* The local route set changed: filter went from 0 to 1 local subscription (or back). */
+void cluster_route_add(struct cluster *c, const char *filter, size_t len);
+void cluster_route_remove(struct cluster *c, const char *filter, size_t len);
+
+/*
+ * Sends m to peer p in this pass's batch (takes its own reference). With cb, the peer
+ * acknowledges once m is durable there; the frame is resent after a link break, and cb runs
+ * once with 0, ERR_IO (p died) or ERR_CANCELED. Without cb (QoS 0) nothing is acknowledged.
+ */
+void cluster_forward(struct cluster *c, struct cluster_peer *p, struct msg *m,
+                     cluster_forward_cb cb, void *ctx);
+/* Acknowledges a forward received with token tok from the peer peer_uid (see forward_in).
+ * The peer may have died meanwhile: harmless. Peer uids are never reused. */
+void cluster_forward_done(struct cluster *c, uint64_t peer_uid, uint64_t tok);
+
+/*
+ * Asks the member named node_id to drop client_id, which epoch now owns. cb runs once: 0 when
+ * the member acknowledged, ERR_NOT_FOUND when no such member is joined, ERR_TIMEOUT after
+ * timeout_ms, ERR_CANCELED at destroy.
+ */
+int cluster_takeover(struct cluster *c, const char *node_id, const char *client_id, uint64_t epoch,
+                     uint32_t timeout_ms, void (*cb)(void *ctx, int rc), void *ctx);
+void cluster_takeover_done(struct cluster *c, uint64_t peer_uid, uint64_t req, int rc);
+
+/* Tells every member that topic's retained message is now m (NULL: cleared). */
+void cluster_retain_notice(struct cluster *c, const char *topic, const struct msg *m);
+
+/* Sends what was batched this pass (call once per loop pass). */
+void cluster_flush(struct cluster *c);
+
+/* Whether a node_id is a joined member now. */
+bool cluster_is_member(const struct cluster *c, const char *node_id);
+/* Joined members, this node excluded. */
+size_t cluster_members(const struct cluster *c);
+/* True when every member this node knows of is linked and joined (readiness). */
+bool cluster_is_joined(const struct cluster *c);
+
+struct cluster_stats {
+    uint64_t forwards_sent;
+    uint64_t forwards_received;
+    uint64_t forwards_retried;
+    uint64_t forwards_dropped;
+    uint64_t takeovers_sent;
+    uint64_t takeovers_received;
+    uint64_t links_refused;
+    uint64_t route_snapshots;
+};
+const struct cluster_stats *cluster_get_stats(const struct cluster *c);
+
+#endif

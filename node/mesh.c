@@ -1,0 +1,372 @@
+/*
+ * The node's side of the cluster. Remote routes live in a trie of their own whose owners are
+ * peers, so a publish walks it once and collects each matching member once, however many of
+ * its filters match. Forwarded messages are routed to local sessions only (never onward: every
+ * member links to every other). A QoS 1/2 forward is acknowledged by its receiver once every
+ * persistent session there holds it, and the publisher's PUBACK waits for that, through the
+ * same wait that collects local store appends (node/persist.c).
+ */
+#include "node/mesh.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/cluster.h"
+#include "conf/conf.h"
+#include "node/broker.h"
+#include "node/clock.h"
+#include "node/conn.h"
+#include "node/digest.h"
+#include "node/err.h"
+#include "node/handle.h"
+#include "node/log.h"
+#include "node/msg.h"
+#include "node/persist.h"
+#include "node/retain.h"
+#include "node/router.h"
+#include "node/session.h"
+#include "node/topic.h"
+#include "node/topic_tree.h"
+#include "store/store.h"
+
+#define MESH_TAKEOVER_TIMEOUT_MS 2000
+#define MESH_SECRET_MAX          4096
+#define MESH_RECENT_MAX          1024
+#define MESH_RECENT_MS           30000
+
+/* Takeovers received lately: a CONNECT still waiting for its claim here when another member
+ * claimed the id after it must not complete. */
+struct mesh_recent {
+    char *client_id;
+    uint64_t epoch;
+    uint64_t at_ms;
+};
+
+static void recent_add(struct broker *b, const char *client_id, uint64_t epoch)
+{
+    struct mesh_recent *r = b->recent;
+    uint64_t now = clock_now_ms();
+    size_t j = 0;
+    for (size_t i = 0; i < b->n_recent; i++) {
+        if (now > r[i].at_ms + MESH_RECENT_MS || j + 1 >= MESH_RECENT_MAX) {
+            free(r[i].client_id);
+            continue;
+        }
+        r[j++] = r[i];
+    }
+    r[j++] = (struct mesh_recent){xstrdup(client_id), epoch, now};
+    b->n_recent = j;
+}
+
+bool mesh_is_superseded(const struct broker *b, const char *client_id, uint64_t epoch)
+{
+    if (!b->cluster)
+        return false;
+    for (size_t i = 0; i < b->n_recent; i++)
+        if (b->recent[i].epoch > epoch && strcmp(b->recent[i].client_id, client_id) == 0)
+            return true;
+    return false;
+}
+
+bool mesh_is_on(const struct broker *b)
+{
+    return b->cluster != NULL;
+}
+
+/* ---- hooks from the cluster ------------------------------------------------------------- */
+
+static void on_peer_up(void *ctx, struct cluster_peer *p, const char *node_id)
+{
+    (void)ctx;
+    (void)p;
+    (void)node_id;
+}
+
+static void on_peer_down(void *ctx, struct cluster_peer *p, const char *node_id, bool is_dead)
+{
+    (void)ctx;
+    (void)p;
+    (void)node_id;
+    (void)is_dead;
+}
+
+static void on_route_add(void *ctx, struct cluster_peer *p, const char *filter, size_t len)
+{
+    struct broker *b = ctx;
+    if (topic_filter_valid(filter, len))
+        (void)topic_tree_add(b->remote, filter, len, p, p);
+}
+
+static void on_route_remove(void *ctx, struct cluster_peer *p, const char *filter, size_t len)
+{
+    struct broker *b = ctx;
+    (void)topic_tree_remove(b->remote, filter, len, p);
+}
+
+static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok)
+{
+    struct broker *b = ctx;
+    b->in_forward = true;
+    if (tok)
+        persist_forward_begin(b);
+    router_publish(b, m, NULL);
+    b->in_forward = false;
+    if (tok)
+        persist_forward_end(b, peer_uid, tok);
+    msg_unref(&m);
+}
+
+void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok)
+{
+    if (b->cluster)
+        cluster_forward_done(b->cluster, peer_uid, tok);
+}
+
+struct takeover_in {
+    struct broker *b;
+    uint64_t peer_uid;
+    uint64_t req;
+};
+
+static void on_flushed(void *ctx, int rc)
+{
+    struct takeover_in *t = ctx;
+    (void)rc; /* refused as stale, as expected: it only marks that earlier writes are done */
+    if (t->b->cluster)
+        cluster_takeover_done(t->b->cluster, t->peer_uid, t->req, 0);
+    free(t);
+}
+
+/* Another member now owns client_id: the connection here closes (0x8E), the session is saved
+ * and its owed messages appended, fenced by the old epoch, and the local copy goes so that
+ * this node stops routing to it. The answer waits for those writes to reach the store. */
+static void on_takeover_in(void *ctx, uint64_t peer_uid, const char *client_id, uint64_t epoch,
+                           uint64_t req)
+{
+    struct broker *b = ctx;
+    size_t len = strlen(client_id);
+    recent_add(b, client_id, epoch);
+    struct session *s = broker_session_find(b, client_id, len);
+    if (!s || s->epoch >= epoch) {
+        cluster_takeover_done(b->cluster, peer_uid, req, s ? ERR_EXISTS : 0);
+        return;
+    }
+    uint64_t old_epoch = s->epoch;
+    b->stats.takeovers_in++;
+    if (s->conn) {
+        log_info("conn", "client id taken over by another node client_id=%s peer=%s",
+                 conn_log_id(s->conn), conn_log_peer(s->conn));
+        handle_fail(s->conn, ERR_TAKEN_OVER);
+    }
+    s = broker_session_find(b, client_id, len);
+    if (s && !s->conn)
+        session_destroy(&s);
+    struct takeover_in *t = xcalloc(1, sizeof(*t));
+    t->b = b;
+    t->peer_uid = peer_uid;
+    t->req = req;
+    if (store_owner_release(b->store, client_id, old_epoch, on_flushed, t) < 0)
+        on_flushed(t, 0);
+}
+
+static void on_retain_in(void *ctx, const char *topic, struct msg *m)
+{
+    struct broker *b = ctx;
+    if (!m) {
+        m = msg_create(topic, strlen(topic), NULL, 0, NULL, 0);
+        m->retain = true;
+    }
+    retain_set(b->retained, m);
+    msg_unref(&m);
+}
+
+static void hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len,
+                        uint8_t out[32])
+{
+    digest_hmac_sha256(key, key_len, data, len, out);
+}
+
+/* ---- start and stop --------------------------------------------------------------------- */
+
+static int read_secret(const char *path, uint8_t **out, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return ERR_IO;
+    uint8_t *p = xmalloc(MESH_SECRET_MAX);
+    size_t got = fread(p, 1, MESH_SECRET_MAX, f);
+    (void)fclose(f);
+    while (got > 0 && (p[got - 1] == '\n' || p[got - 1] == '\r'))
+        got--;
+    if (got == 0) {
+        free(p);
+        return ERR_INVALID;
+    }
+    *out = p;
+    *n = got;
+    return 0;
+}
+
+int mesh_start(struct broker *b)
+{
+    const struct conf *cf = b->conf;
+    char err[256] = "";
+    uint8_t *secret = NULL;
+    size_t secret_len = 0;
+
+    if (cf->cluster_port == 0)
+        return 0;
+    if (cf->cluster_secret_file && read_secret(cf->cluster_secret_file, &secret, &secret_len)) {
+        log_error("cluster", "cannot read cluster_secret_file %s", cf->cluster_secret_file);
+        return ERR_IO;
+    }
+    struct cluster_conf cc = {
+        .node_id = cf->node_id,
+        .cluster_name = cf->cluster_name,
+        .bind = cf->cluster_bind,
+        .port = cf->cluster_port,
+        .advertise = cf->cluster_advertise,
+        .seeds = cf->cluster_seeds,
+        .dns = cf->cluster_dns,
+        .secret = secret,
+        .secret_len = secret_len,
+    };
+    struct cluster_hooks h = {
+        .ctx = b,
+        .peer_up = on_peer_up,
+        .peer_down = on_peer_down,
+        .route_add = on_route_add,
+        .route_remove = on_route_remove,
+        .forward_in = on_forward_in,
+        .takeover_in = on_takeover_in,
+        .retain_in = on_retain_in,
+        .hmac = hmac_sha256,
+    };
+    b->remote = topic_tree_create();
+    b->recent = xcalloc(MESH_RECENT_MAX, sizeof(*b->recent));
+    int rc = cluster_create(b->loop, &cc, &h, &b->cluster, err, sizeof(err));
+    if (secret)
+        memset(secret, 0, secret_len);
+    free(secret);
+    if (rc < 0) {
+        log_error("cluster", "cannot start the cluster: %s", err);
+        return rc;
+    }
+    return 0;
+}
+
+void mesh_stop(struct broker *b)
+{
+    cluster_destroy(&b->cluster);
+}
+
+void mesh_free(struct broker *b)
+{
+    for (size_t i = 0; i < b->n_recent; i++)
+        free(b->recent[i].client_id);
+    free(b->recent);
+    b->recent = NULL;
+    b->n_recent = 0;
+    topic_tree_destroy(&b->remote);
+    free(b->fwd_peers);
+    b->fwd_peers = NULL;
+    b->cap_fwd_peers = 0;
+}
+
+/* ---- outgoing --------------------------------------------------------------------------- */
+
+void mesh_route_change(struct broker *b, const char *filter, size_t len, bool is_added)
+{
+    if (!b->cluster)
+        return;
+    if (is_added)
+        cluster_route_add(b->cluster, filter, len);
+    else
+        cluster_route_remove(b->cluster, filter, len);
+}
+
+static void on_remote_match(void *ctx, void *owner, void *rec)
+{
+    struct broker *b = ctx;
+    (void)rec;
+    for (size_t i = 0; i < b->n_fwd_peers; i++)
+        if (b->fwd_peers[i] == owner)
+            return;
+    if (b->n_fwd_peers == b->cap_fwd_peers) {
+        b->cap_fwd_peers = b->cap_fwd_peers ? b->cap_fwd_peers * 2 : 8;
+        b->fwd_peers = xrealloc(b->fwd_peers, b->cap_fwd_peers * sizeof(*b->fwd_peers));
+    }
+    b->fwd_peers[b->n_fwd_peers++] = owner;
+}
+
+static void on_forwarded(void *ctx, int rc)
+{
+    persist_unhold(ctx, rc);
+}
+
+void mesh_publish(struct broker *b, struct msg *m)
+{
+    if (!b->cluster || b->in_forward)
+        return;
+    if (m->topic_len >= 5 && memcmp(m->topic, "$SYS/", 5) == 0)
+        return; /* per node */
+    b->n_fwd_peers = 0;
+    topic_tree_match(b->remote, m->topic, m->topic_len, NULL, on_remote_match, b);
+    for (size_t i = 0; i < b->n_fwd_peers; i++) {
+        struct cluster_peer *p = b->fwd_peers[i];
+        if (m->qos == 0) {
+            cluster_forward(b->cluster, p, m, NULL, NULL);
+            continue;
+        }
+        cluster_forward(b->cluster, p, m, on_forwarded, persist_hold(b));
+    }
+    b->n_fwd_peers = 0;
+}
+
+void mesh_retain_changed(struct broker *b, const struct msg *m)
+{
+    if (!b->cluster || b->in_forward || m->topic[0] == '$')
+        return;
+    cluster_retain_notice(b->cluster, m->topic, m->payload_len ? m : NULL);
+}
+
+void mesh_flush(struct broker *b)
+{
+    if (b->cluster)
+        cluster_flush(b->cluster);
+}
+
+/* ---- takeover --------------------------------------------------------------------------- */
+
+struct takeover_out {
+    void (*cont)(void *ctx);
+    void *ctx;
+};
+
+static void on_takeover_out(void *ctx, int rc)
+{
+    struct takeover_out *t = ctx;
+    if (rc < 0 && rc != ERR_CANCELED && rc != ERR_NOT_FOUND)
+        log_ratelimited(LOG_LEVEL_WARN, "cluster", "takeover not acknowledged rc=%s", err_str(rc));
+    t->cont(t->ctx);
+    free(t);
+}
+
+bool mesh_takeover(struct broker *b, const char *prev_owner, const char *client_id, uint64_t epoch,
+                   void (*cont)(void *ctx), void *ctx)
+{
+    if (!b->cluster || !prev_owner || strcmp(prev_owner, b->conf->node_id) == 0 ||
+        !cluster_is_member(b->cluster, prev_owner))
+        return false;
+    struct takeover_out *t = xcalloc(1, sizeof(*t));
+    t->cont = cont;
+    t->ctx = ctx;
+    b->stats.takeovers_out++;
+    if (cluster_takeover(b->cluster, prev_owner, client_id, epoch, MESH_TAKEOVER_TIMEOUT_MS,
+                         on_takeover_out, t) < 0) {
+        free(t);
+        return false;
+    }
+    return true;
+}

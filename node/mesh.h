@@ -1,0 +1,54 @@
+#ifndef SHOAL_NODE_MESH_H
+#define SHOAL_NODE_MESH_H
+
+/*
+ * The node's side of the cluster (cluster/ holds the links and protocol): remote routes in a
+ * trie of their own, forwarding of locally published messages to the members whose routes
+ * match, delivery of forwarded ones, cross-node takeover, and retained notices. Every function
+ * is a no-op on a node without cluster_listener.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct broker;
+struct msg;
+struct session;
+
+/* Starts the cluster listener and links when configured. Returns 0 or a negative error
+ * (logged). */
+int mesh_start(struct broker *b);
+/* Closes the links (one more loop run closes the handles). */
+void mesh_stop(struct broker *b);
+/* Frees the remote route trie. */
+void mesh_free(struct broker *b);
+
+/* A local route (a filter without its $share prefix) appeared or went. */
+void mesh_route_change(struct broker *b, const char *filter, size_t len, bool is_added);
+
+/* Forwards m, just published locally, to every member with a matching route. QoS 1/2 from a
+ * client: the publisher's acknowledgement waits for the members' (through persist). */
+void mesh_publish(struct broker *b, struct msg *m);
+/* A retained message changed on this node (m->payload_len 0: cleared). */
+void mesh_retain_changed(struct broker *b, const struct msg *m);
+/* Sends this pass's batches. */
+void mesh_flush(struct broker *b);
+
+/* The acknowledgement of a forwarded message that waited for store appends. */
+void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok);
+
+/* CONNECT claimed client_id from prev_owner: when that is another live member, asks it to
+ * drop the client and calls cont(ctx) once it answered or timed out; returns false (and
+ * never calls) when there is nobody to ask. */
+bool mesh_takeover(struct broker *b, const char *prev_owner, const char *client_id, uint64_t epoch,
+                   void (*cont)(void *ctx), void *ctx);
+
+/* Whether another member claimed client_id with an epoch newer than epoch lately (a CONNECT
+ * here that claimed epoch has lost the race). */
+bool mesh_is_superseded(const struct broker *b, const char *client_id, uint64_t epoch);
+
+/* Whether this node runs in a cluster. */
+bool mesh_is_on(const struct broker *b);
+
+#endif

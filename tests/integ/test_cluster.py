@@ -1,0 +1,527 @@
+"""The cluster, seen from outside: three shoal nodes on loopback sharing a real redis-server
+(AOF), and MQTT clients on different nodes. Cross-node delivery at every QoS with wildcard and
+overlapping filters, unsubscribe, retained messages, one connection per client id cluster-wide
+(including racing connects), persistent sessions that move between nodes, SIGKILL of a node
+under load, a node joining late, and refusal of foreign nodes. (Shared subscriptions are
+still chosen per node: see cluster/README.md.)
+
+Counts are exact: every payload is unique and every collection waits a little longer than
+needed, so that a duplicate or a stray message shows up. After subscribing, a test calls
+cluster.sync_routes() before it publishes from another node (see clusterlib)."""
+
+import collections
+import os
+import secrets
+import signal
+import threading
+import time
+
+import pytest
+
+import helpers
+import rawmqtt as R
+from clusterlib import Cluster
+from test_redis import make_session, publish_qos1, receive_all, resume
+
+SETTLE = 0.5  # how long to keep listening for extra messages once the expected ones are in
+RETAIN_CONVERGE = 3.0  # bound for a retained change to be seen by new subscribers everywhere
+
+
+@pytest.fixture
+def cluster(redis, broker_factory):
+    """Three formed nodes. redis comes first so that it outlives the brokers at teardown."""
+    cl = Cluster(broker_factory, redis, n=3)
+    cl.wait_formed()
+    return cl
+
+
+def prefix(tag):
+    """A topic prefix of the test's own."""
+    return helpers.unique(tag)
+
+
+def collect(subs, total, timeout=10.0, settle=SETTLE):
+    """The messages of each client in subs (a list of lists, in order) once total have
+    arrived across all of them or timeout passed, plus whatever came in settle more seconds."""
+    got = [[] for _ in subs]
+    deadline = time.monotonic() + timeout
+    while sum(map(len, got)) < total and time.monotonic() < deadline:
+        for i, c in enumerate(subs):
+            got[i] += c.drain(0)
+        time.sleep(0.01)
+    time.sleep(settle)
+    for i, c in enumerate(subs):
+        got[i] += c.drain(0)
+    return got
+
+
+def payloads(msgs):
+    return [m.payload.decode() for m in msgs]
+
+
+# --- 1. cross-node delivery ------------------------------------------------------------------
+
+SUFFIXES = ("a/b/c", "a/z/c", "a/x/y", "a/b/c/d", "b/c")  # each is published PER_TOPIC times
+PER_TOPIC = 4
+
+
+def _delivery_scenario(clients, pub_node, far_node, other_node, qos, p):
+    """Subscribes X on far_node to the overlapping filters p/a/+/c and p/a/#, Z (far_node)
+    and Y (other_node) to p/a/b/c, and W on pub_node to p/#. Returns (X, Y, Z, W)."""
+    x = clients.v3(far_node, helpers.unique("x"))
+    x.subscribe(p + "/a/+/c", qos=qos)
+    x.subscribe(p + "/a/#", qos=qos)
+    z = clients.v3(far_node, helpers.unique("z"))
+    z.subscribe(p + "/a/b/c", qos=qos)
+    y = clients.v3(other_node, helpers.unique("y"))
+    y.subscribe(p + "/a/b/c", qos=qos)
+    w = clients.v3(pub_node, helpers.unique("w"))
+    w.subscribe(p + "/#", qos=qos)
+    return x, y, z, w
+
+
+def _publish_scenario(clients, pub_node, p, qos):
+    pub = clients.v3(pub_node, helpers.unique("pub"))
+    sent = []
+    for i in range(PER_TOPIC):
+        for s in SUFFIXES:
+            body = "%s#%d" % (s, i)
+            pub.publish("%s/%s" % (p, s), body.encode(), qos=qos)
+            sent.append(body)
+    return sent
+
+
+def _fewest(sent):
+    """Deliveries of the scenario when X gets one copy of what matches both its filters."""
+    abc = sum(1 for b in sent if b.startswith("a/b/c#"))
+    to_x = sum(1 for b in sent if not b.startswith("b/c#"))
+    return 2 * abc + len(sent) + to_x
+
+
+def _summarise(got):
+    return {name: collections.Counter(payloads(msgs)) for name, msgs in zip("xyzw", got)}
+
+
+def _check_model(counts, sent, qos_seen, qos):
+    """What holds whatever a broker does with overlapping filters; returns the number of
+    copies X gets of a message that matches both of its filters (1 or 2)."""
+    assert qos_seen == {qos}, "delivered at QoS %r, subscribed and published at %d" % (
+        qos_seen, qos)
+    abc = [b for b in sent if b.startswith("a/b/c#")]
+    assert counts["y"] == collections.Counter(abc), "Y (p/a/b/c): %r" % counts["y"]
+    assert counts["z"] == collections.Counter(abc), "Z (p/a/b/c): %r" % counts["z"]
+    assert counts["w"] == collections.Counter(sent), "W (p/#): %r" % counts["w"]
+    both = [b for b in sent if b.startswith(("a/b/c#", "a/z/c#"))]
+    hash_only = [b for b in sent if b.startswith(("a/x/y#", "a/b/c/d#"))]
+    copies = counts["x"][both[0]]
+    assert copies in (1, 2), "X got %d copies of %s" % (copies, both[0])
+    want = collections.Counter({b: copies for b in both})
+    want.update(hash_only)
+    assert counts["x"] == want, "X (p/a/+/c and p/a/#): %r, expected %r" % (counts["x"], want)
+    return copies
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_cross_node_delivery_matches_single_node(cluster, broker_factory, clients, qos):
+    """A publish on node1 reaches subscribers on node2 and node3 through wildcard and
+    overlapping filters at the same QoS, exactly as many times as a single shoal node delivers
+    it: once per subscriber (X, with two matching filters, gets what a lone node gives), no
+    duplicates from the forwarding, no message to a filter that does not match, in order."""
+    ref = broker_factory()
+    p = prefix("ref")
+    subs = _delivery_scenario(clients, ref, ref, ref, qos, p)
+    sent = _publish_scenario(clients, ref, p, qos)
+    got = collect(subs, total=_fewest(sent))
+    ref_counts = _summarise(got)
+    ref_copies = _check_model(ref_counts, sent, {m.qos for g in got for m in g}, qos)
+    expected_total = sum(map(len, got))
+
+    n1, n2, n3 = cluster.nodes
+    p = prefix("cx")
+    subs = _delivery_scenario(clients, n1, n2, n3, qos, p)
+    cluster.sync_routes()
+    sent = _publish_scenario(clients, n1, p, qos)
+    got = collect(subs, total=expected_total)
+    counts = _summarise(got)
+    copies = _check_model(counts, sent, {m.qos for g in got for m in g}, qos)
+    assert copies == ref_copies, (
+        "a message matching two filters of one client: %d copies across nodes, %d on a "
+        "single node" % (copies, ref_copies))
+    assert counts == ref_counts
+    y_order = payloads(got[1])
+    assert y_order == [b for b in sent if b.startswith("a/b/c#")], "Y's order: %r" % y_order
+
+
+# --- 2. unsubscribe ----------------------------------------------------------------------------
+
+def test_unsubscribe_stops_forwarding(cluster, clients):
+    """node2 has two subscribers to p/x (A, C), node3 one (B). When A unsubscribes, C still
+    gets node1's publishes (the route stays while a local subscriber remains); when C
+    unsubscribes too, neither gets anything while B, on node3, still gets every message and A
+    still gets its other subscription from node1: the link works, only that route is gone.
+    A subscribing again gets messages again."""
+    n1, n2, n3 = cluster.nodes
+    p = prefix("un")
+    topic = p + "/x"
+    a = clients.v3(n2, helpers.unique("a"))
+    a.subscribe(topic, qos=1)
+    a.subscribe(p + "/y/#", qos=1)
+    c = clients.v3(n2, helpers.unique("c"))
+    c.subscribe(topic, qos=1)
+    b = clients.v3(n3, helpers.unique("b"))
+    b.subscribe(topic, qos=1)
+    cluster.sync_routes()
+    pub = clients.v3(n1, helpers.unique("pub"))
+
+    def round_(tag, n=5):
+        sent = ["%s-%d" % (tag, i) for i in range(n)]
+        for body in sent:
+            pub.publish(topic, body.encode(), qos=1)
+        return sent
+
+    sent = round_("all")
+    got = collect([a, b, c], 3 * len(sent))
+    assert [payloads(g) for g in got] == [sent, sent, sent]
+
+    a.unsubscribe(topic)
+    sent = round_("after-a")
+    got = collect([a, b, c], 2 * len(sent))
+    assert [payloads(g) for g in got] == [[], sent, sent], "A unsubscribed, B and C did not"
+
+    c.unsubscribe(topic)
+    sent = round_("after-c", n=10)
+    pub.publish(p + "/y/z", b"other-route", qos=1)
+    got = collect([a, b, c], len(sent) + 1, settle=1.0)
+    assert payloads(got[0]) == ["other-route"], "A must get only its p/y/# message"
+    assert payloads(got[1]) == sent, "B, still subscribed on node3"
+    assert payloads(got[2]) == [], "C unsubscribed"
+
+    a.subscribe(topic, qos=1)
+    cluster.sync_routes()
+    sent = round_("again")
+    got = collect([a, b, c], 2 * len(sent))
+    assert [payloads(g) for g in got] == [sent, sent, []]
+
+
+# --- 3. retained messages ----------------------------------------------------------------------
+
+def _retained_seen(cluster, clients, filters):
+    """For each member node and filter, the sorted (topic, payload) pairs that a new
+    subscriber gets, all of them flagged retained."""
+    subs = []
+    for node in cluster.nodes:
+        for f in filters:
+            c = clients.v3(node, helpers.unique("rs"))
+            c.subscribe(f, qos=1)
+            subs.append((node, f, c))
+    time.sleep(SETTLE)
+    seen = {}
+    for node, f, c in subs:
+        msgs = c.drain(0)
+        c.close()
+        assert all(m.retain for m in msgs), "live message to a new subscriber: %r" % [
+            (m.topic, m.payload) for m in msgs if not m.retain]
+        seen[(node.node_id, f)] = sorted((m.topic, m.payload) for m in msgs)
+    return seen
+
+
+def _expect_retained(cluster, clients, expected, step):
+    """expected: filter -> sorted [(topic, payload)]; each node must show it to new
+    subscribers within RETAIN_CONVERGE of the PUBACK."""
+    want = {(n.node_id, f): v for n in cluster.nodes for f, v in expected.items()}
+    deadline = time.monotonic() + RETAIN_CONVERGE
+    while True:
+        seen = _retained_seen(cluster, clients, list(expected))
+        if seen == want:
+            return
+        if time.monotonic() > deadline:
+            wrong = {k: v for k, v in seen.items() if v != want[k]}
+            raise AssertionError("after %s, new subscribers see %r; expected %r" % (
+                step, wrong, {k: want[k] for k in wrong}))
+
+
+def test_retained_set_replaced_cleared_across_nodes(cluster, clients):
+    """A retained message set on node1, replaced on node2 and cleared on node3: after each
+    step, a new subscriber on every node, to the exact topic or to a wildcard, gets exactly
+    the current retained messages (another retained topic set on node3 stays throughout), and
+    a subscriber connected all along gets each change once as a live message."""
+    n1, n2, n3 = cluster.nodes
+    p = prefix("rt")
+    t, keep = p + "/r/t", p + "/r/keep"
+    exact, wild = t, p + "/r/+"
+    live = clients.v3(n2, helpers.unique("live"))
+    live.subscribe(p + "/#", qos=1)
+    cluster.sync_routes()
+
+    clients.v3(n3, helpers.unique("p3")).publish(keep, b"keep", qos=1, retain=True)
+    clients.v3(n1, helpers.unique("p1")).publish(t, b"v1", qos=1, retain=True)
+    _expect_retained(cluster, clients, {exact: [(t, b"v1")],
+                                        wild: [(keep, b"keep"), (t, b"v1")]}, "set on node1")
+
+    clients.v3(n2, helpers.unique("p2")).publish(t, b"v2", qos=1, retain=True)
+    _expect_retained(cluster, clients, {exact: [(t, b"v2")],
+                                        wild: [(keep, b"keep"), (t, b"v2")]},
+                     "replaced on node2")
+
+    clients.v3(n3, helpers.unique("p3")).publish(t, b"", qos=1, retain=True)
+    _expect_retained(cluster, clients, {exact: [], wild: [(keep, b"keep")]},
+                     "cleared on node3")
+
+    got = [(m.topic, m.payload, m.retain) for m in collect([live], 4)[0]]
+    assert sorted(got) == sorted([(keep, b"keep", 0), (t, b"v1", 0), (t, b"v2", 0),
+                                  (t, b"", 0)]), got
+
+
+# --- 4. one connection per client id -----------------------------------------------------------
+
+def test_duplicate_client_id_across_nodes_closes_the_first(cluster, clients):
+    """Client id X connects on node1, then on node2, then on node3: each time the previous
+    connection is closed within 2 s of the new CONNACK and the new one stays up and works."""
+    cid = helpers.unique("dup")
+    prev = None
+    for node in cluster.nodes:
+        cur = clients.v3(node, cid)
+        if prev is not None:
+            prev.wait_disconnected(2.0)
+        time.sleep(0.5)
+        assert not cur.disconnected.is_set(), "the new connection on %s was closed" % (
+            node.node_id)
+        t = "%s/%s" % (cid, node.node_id)
+        cur.subscribe(t, qos=1)
+        cur.publish(t, b"alive", qos=1)
+        assert cur.expect_message().payload == b"alive"
+        prev = cur
+
+
+def test_duplicate_client_id_v5_gets_disconnect_0x8e(cluster, clients):
+    """An MQTT 5 client taken over from another node gets DISCONNECT with reason 0x8E
+    (session taken over) before its connection closes, within 2 s."""
+    n1, n2, _ = cluster.nodes
+    cid = helpers.unique("to5")
+    first = clients.raw(n1, version=5)
+    assert first.connect(cid, version=5).rc == 0
+    second = clients.raw(n2, version=5)
+    assert second.connect(cid, version=5).rc == 0
+    seen = first.wait_closed(2.0)
+    discs = [pk for pk in seen if pk.type == R.DISCONNECT]
+    assert discs and discs[0].rc == 0x8E, "expected DISCONNECT 0x8E, saw %r" % seen
+    assert second.is_open()
+
+
+def test_simultaneous_connects_of_one_id_leave_one_connection(cluster, clients):
+    """Two CONNECTs with the same client id sent at the same moment to two different nodes,
+    five times over node pairs: 2 s later exactly one of the two connections is open."""
+    pairs = [(0, 1), (1, 2), (2, 0), (1, 0), (2, 1)]
+    for rnd, (i, j) in enumerate(pairs):
+        cid = helpers.unique("race%d" % rnd)
+        conns = [clients.raw(cluster.nodes[k], version=4) for k in (i, j)]
+        barrier = threading.Barrier(2)
+        acks = [None, None]
+
+        def go(k):
+            try:
+                barrier.wait(5)
+                acks[k] = conns[k].connect(cid).rc
+            except (R.Closed, OSError, AssertionError) as e:
+                acks[k] = e
+
+        threads = [threading.Thread(target=go, args=(k,)) for k in (0, 1)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+        assert 0 in acks, "round %d: neither connect succeeded: %r" % (rnd, acks)
+        time.sleep(2.0)
+        open_ = [acks[k] == 0 and conns[k].is_open() for k in (0, 1)]
+        assert open_.count(True) == 1, (
+            "round %d (%s and %s): CONNACKs %r, open after 2 s: %r" % (
+                rnd, cluster.nodes[i].node_id, cluster.nodes[j].node_id, acks, open_))
+
+
+# --- 5. a persistent session moves ---------------------------------------------------------------
+
+def test_persistent_session_moves_between_nodes(cluster):
+    """A clean_session=0 subscriber (QoS 1) leaves node1; 100 QoS 1 messages are published
+    on node2, each acknowledged; the client resumes on node3 with its session present and gets
+    all 100, in order, then nothing more."""
+    n1, n2, n3 = cluster.nodes
+    cid = helpers.unique("mv")
+    topic = prefix("mv") + "/q"
+    make_session(n1, cid, topic)
+    cluster.sync_routes()
+    sent = [b"m%03d" % i for i in range(100)]
+    publish_qos1(n2, topic, sent)
+    c = resume(n3, cid)
+    try:
+        assert receive_all(c, 100) == sent
+        assert receive_all(c, 1, timeout=SETTLE) == [], "more than the 100 messages"
+    finally:
+        c.close()
+
+
+# --- 6. SIGKILL under load ----------------------------------------------------------------------
+
+class SeqPublisher(threading.Thread):
+    """Publishes QoS 1 messages "TAG-SEQ" one at a time on a raw connection and records the
+    sequence numbers that got a PUBACK, until stopped or until its connection fails."""
+
+    def __init__(self, node, topic, tag):
+        super().__init__(daemon=True)
+        self.topic, self.tag = topic, tag
+        self.conn = R.connected(node.host, node.port, helpers.unique(tag))
+        self.acked = []
+        self.failure = None
+        self.halt = threading.Event()
+
+    def run(self):
+        seq = 0
+        try:
+            while not self.halt.is_set():
+                seq += 1
+                pid = seq % 65535 + 1
+                body = ("%s-%d" % (self.tag, seq)).encode()
+                self.conn.send(R.publish(self.topic, body, qos=1, pid=pid))
+                ack = self.conn.expect(R.PUBACK, timeout=5.0)
+                if ack.pid != pid or ack.rc != 0:
+                    self.failure = "bad PUBACK for %d: %r" % (seq, ack)
+                    return
+                self.acked.append(seq)
+        except (R.Closed, OSError, AssertionError) as e:
+            self.failure = e
+        finally:
+            self.conn.close()
+
+
+def _numbered(msgs):
+    """[(tag, seq)] from "TAG-SEQ" payloads."""
+    out = []
+    for m in msgs:
+        tag, seq = m.payload.decode().rsplit("-", 1)
+        out.append((tag, int(seq)))
+    return out
+
+
+def test_sigkill_of_a_node_under_load_loses_no_acknowledged_message(cluster, clients):
+    """A persistent QoS 1 subscriber on node3 while publishers on node1 and node2 send
+    numbered QoS 1 messages; node2 is SIGKILLed mid-run. Every message that either publisher
+    got a PUBACK for reaches the subscriber, once, in each publisher's order."""
+    n1, n2, n3 = cluster.nodes
+    p = prefix("kl")
+    sub = clients.v3(n3, helpers.unique("ks"), clean=False)
+    sub.subscribe(p + "/+", qos=1)
+    cluster.sync_routes()
+    pubs = [SeqPublisher(n1, p + "/n1", "n1"), SeqPublisher(n2, p + "/n2", "n2")]
+    for pb in pubs:
+        pb.start()
+    time.sleep(1.0)
+    cluster.kill(1, signal.SIGKILL)
+    time.sleep(1.0)
+    pubs[0].halt.set()
+    for pb in pubs:
+        pb.join(10)
+        assert not pb.is_alive(), "publisher %s hung" % pb.tag
+    assert pubs[0].failure is None, "node1's publisher failed: %r" % pubs[0].failure
+    assert pubs[1].failure is not None, "node2's publisher never noticed the kill"
+    acked = {pb.tag: pb.acked for pb in pubs}
+    assert acked["n1"] and acked["n2"], "no load before the kill: %r" % {
+        k: len(v) for k, v in acked.items()}
+
+    want = {(tag, s) for tag, seqs in acked.items() for s in seqs}
+    got = []
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and not want <= set(got):
+        got += _numbered(sub.drain(0.1))
+    got += _numbered(sub.drain(SETTLE))
+    missing = sorted(want - set(got))
+    assert not missing, "%d of %d acknowledged messages never arrived (n1 %d, n2 %d acked): " \
+        "first missing %r" % (len(missing), len(want), len(acked["n1"]), len(acked["n2"]),
+                              missing[:10])
+    for tag in ("n1", "n2"):
+        seqs = [s for t, s in got if t == tag]
+        assert seqs == sorted(set(seqs)), "%s: duplicates or reordering: %d received, %d " \
+            "distinct" % (tag, len(seqs), len(set(seqs)))
+
+
+# --- 7. a node joins later -----------------------------------------------------------------------
+
+def test_late_node_gets_all_routes(cluster, clients):
+    """Subscriptions exist on node1, node2 and node3 (exact, +, #, and an offline persistent
+    session held by node1) before node4 starts, seeded with node1 only. Once node4 routes
+    like the others, messages published on it reach every matching subscriber exactly once."""
+    n1, n2, n3 = cluster.nodes
+    p = prefix("lt")
+    x, y = p + "/late/x", p + "/late/y"
+    cid = helpers.unique("lp")
+    make_session(n1, cid, x)
+    s1 = clients.v3(n1, helpers.unique("l1"))
+    s1.subscribe(x, qos=1)
+    s2 = clients.v3(n2, helpers.unique("l2"))
+    s2.subscribe(p + "/late/+", qos=1)
+    s3 = clients.v3(n3, helpers.unique("l3"))
+    s3.subscribe(p + "/#", qos=1)
+    n4 = cluster.add_node()
+    cluster.wait_formed()
+    pub = clients.v3(n4, helpers.unique("l4"))
+    pub.publish(x, b"to-x", qos=1)
+    pub.publish(y, b"to-y", qos=1)
+    got = collect([s1, s2, s3], 5)
+    assert [sorted(payloads(g)) for g in got] == [["to-x"], ["to-x", "to-y"],
+                                                  ["to-x", "to-y"]]
+    c = resume(n2, cid)
+    try:
+        assert receive_all(c, 2, timeout=2.0) == [b"to-x"]
+    finally:
+        c.close()
+
+
+# --- 8. foreign nodes --------------------------------------------------------------------------
+
+def _secret_file(tmp_path, name):
+    path = os.path.join(str(tmp_path), name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case", ["other-name", "other-secret", "no-secret"])
+def test_foreign_node_is_refused(redis, broker_factory, clients, tmp_path, case):
+    """A node of another cluster_name (or, when the cluster has a cluster_secret_file, one
+    with a different secret or none) dials node1 and is dialled by node4, which lists it as a
+    seed. It has a Redis database of its own, so only a cluster link could carry messages.
+    For 3 s, messages published on node1 reach a subscriber on node4 (same cluster) but never
+    one on the foreign node, and messages published on the foreign node never reach node1."""
+    cluster_extra, foreign_extra = [], []
+    if case == "other-name":
+        foreign_extra = ["cluster_name other"]
+    else:
+        cluster_extra = ["cluster_secret_file %s" % _secret_file(tmp_path, "secret")]
+        if case == "other-secret":
+            foreign_extra = ["cluster_secret_file %s" % _secret_file(tmp_path, "other")]
+    cl = Cluster(broker_factory, redis, n=3, extra=cluster_extra)
+    n1 = cl.nodes[0]
+    foreign = cl.add_node(extra=foreign_extra, store=redis.url + "/1", member=False)
+    n4 = cl.add_node(seeds=[n1, foreign])
+    p = prefix("fr")
+    inside = clients.v3(n4, helpers.unique("in"))
+    inside.subscribe(p + "/f", qos=1)
+    outside = clients.v3(foreign, helpers.unique("out"))
+    outside.subscribe(p + "/f", qos=1)
+    home = clients.v3(n1, helpers.unique("home"))
+    home.subscribe(p + "/from-foreign", qos=1)
+    cl.wait_formed()
+    pub = clients.v3(n1, helpers.unique("p1"))
+    fpub = clients.v3(foreign, helpers.unique("pf"))
+    sent = []
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        body = b"%d" % len(sent)
+        pub.publish(p + "/f", body, qos=1)
+        fpub.publish(p + "/from-foreign", body, qos=1)
+        sent.append(body)
+        time.sleep(0.1)
+    got = collect([inside, outside, home], len(sent))
+    assert [m.payload for m in got[0]] == sent, "node4, same cluster"
+    assert got[1] == [], "the foreign node received %d messages" % len(got[1])
+    assert got[2] == [], "node1 received %d messages from the foreign node" % len(got[2])
+    assert foreign.alive() and all(n.alive() for n in cl.nodes)
