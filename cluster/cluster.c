@@ -87,12 +87,21 @@ struct cluster_peer {
     size_t cap_batch;
     /* Incoming: the highest forward id seen, and ids delivered but not yet durable. */
     uint64_t rx_max_id;
-    uint64_t *rx_busy;
+    struct rx_busy *rx_busy; /* in id order; done ones leave from the front */
+    size_t rx_head;
     size_t n_rx_busy;
     size_t cap_rx_busy;
+    uint64_t *fails; /* forwards not stored here, reported in the next ForwardAck */
+    size_t n_fails;
+    size_t cap_fails;
     uint64_t *acks;
     size_t n_acks;
     size_t cap_acks;
+};
+
+struct rx_busy {
+    uint64_t id;
+    bool is_done;
 };
 
 struct fwd_ref {
@@ -532,7 +541,6 @@ static void write_pending(struct cluster_peer *p);
 static void peer_attach(struct cluster_peer *p, struct link *l)
 {
     struct cluster *c = p->c;
-    bool was_up = p->is_joined;
     l->peer = p;
     p->link = l;
     p->down_since_ms = 0;
@@ -544,7 +552,6 @@ static void peer_attach(struct cluster_peer *p, struct link *l)
         c->stats.forwards_retried += p->unsent_from;
     p->unsent_from = 0;
     write_pending(p);
-    (void)was_up;
     link_write(l);
 }
 
@@ -571,6 +578,7 @@ static void peer_free(struct cluster_peer *p)
     free(p->batch);
     free(p->pend);
     free(p->rx_busy);
+    free(p->fails);
     free(p->acks);
     free(p->node_id);
     free(p->advertise);
@@ -601,7 +609,8 @@ static void peer_dead(struct cluster_peer *p, bool is_dead)
             if (f && f != TOMB)
                 c->h.route_remove(c->h.ctx, p, f, strlen(f));
         }
-        c->h.peer_down(c->h.ctx, p, p->node_id, is_dead);
+        if (c->h.peer_down)
+            c->h.peer_down(c->h.ctx, p, p->node_id, is_dead);
     }
     fail_pending(p, c->is_closing ? ERR_CANCELED : ERR_IO);
     for (struct cluster_peer **pp = &c->peers; *pp; pp = &(*pp)->next) {
@@ -650,7 +659,8 @@ static void apply_snapshot(struct cluster_peer *p, uint64_t seq, const struct wi
     if (!p->is_joined) {
         p->is_joined = true;
         log_info("cluster", "member joined peer=%s routes=%zu", p->node_id, n);
-        c->h.peer_up(c->h.ctx, p, p->node_id);
+        if (c->h.peer_up)
+            c->h.peer_up(c->h.ctx, p, p->node_id);
     }
 }
 
@@ -886,20 +896,25 @@ void cluster_forward(struct cluster *c, struct cluster_peer *cp, struct msg *m,
     }
 }
 
+static void settle(struct cluster_peer *p, uint64_t id, int rc)
+{
+    if (id < p->first_id || id >= p->first_id + p->pend_n)
+        return;
+    struct pending_fwd *e = pend_at(p, (size_t)(id - p->first_id));
+    if (e->is_acked)
+        return;
+    e->is_acked = true;
+    if (e->cb)
+        e->cb(e->ctx, rc);
+    e->cb = NULL;
+}
+
 static void handle_forward_ack(struct cluster_peer *p, const struct wire_frame *f)
 {
-    for (size_t i = 0; i < f->u.forward_ack.n; i++) {
-        uint64_t id = f->u.forward_ack.ids[i];
-        if (id < p->first_id || id >= p->first_id + p->pend_n)
-            continue;
-        struct pending_fwd *e = pend_at(p, (size_t)(id - p->first_id));
-        if (e->is_acked)
-            continue;
-        e->is_acked = true;
-        if (e->cb)
-            e->cb(e->ctx, 0);
-        e->cb = NULL;
-    }
+    for (size_t i = 0; i < f->u.forward_ack.n; i++)
+        settle(p, f->u.forward_ack.ids[i], 0);
+    for (size_t i = 0; i < f->u.forward_ack.n_failed; i++)
+        settle(p, f->u.forward_ack.failed[i], ERR_SERVER_UNAVAILABLE);
     while (p->pend_n > 0 && pend_at(p, 0)->is_acked) {
         struct pending_fwd *e = pend_at(p, 0);
         msg_unref(&e->m);
@@ -911,21 +926,42 @@ static void handle_forward_ack(struct cluster_peer *p, const struct wire_frame *
     }
 }
 
-static void ack_add(struct cluster_peer *p, uint64_t id)
+static void id_add(uint64_t **v, size_t *n, size_t *cap, uint64_t id)
 {
-    if (p->n_acks == p->cap_acks) {
-        p->cap_acks = p->cap_acks ? p->cap_acks * 2 : 64;
-        p->acks = xrealloc(p->acks, p->cap_acks * sizeof(*p->acks));
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        *v = xrealloc(*v, *cap * sizeof(**v));
     }
-    p->acks[p->n_acks++] = id;
+    (*v)[(*n)++] = id;
 }
 
-static bool rx_busy(const struct cluster_peer *p, uint64_t id)
+/* The entry for id among the forwards received and not yet durable (ids arrive in increasing
+ * order, so the array stays sorted), or NULL. */
+static struct rx_busy *rx_busy_find(const struct cluster_peer *p, uint64_t id)
 {
-    for (size_t i = 0; i < p->n_rx_busy; i++)
-        if (p->rx_busy[i] == id)
-            return true;
-    return false;
+    size_t lo = p->rx_head, hi = p->n_rx_busy;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (p->rx_busy[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < p->n_rx_busy && p->rx_busy[lo].id == id ? &p->rx_busy[lo] : NULL;
+}
+
+static void rx_busy_add(struct cluster_peer *p, uint64_t id)
+{
+    if (p->rx_head > 0 && p->n_rx_busy == p->cap_rx_busy) {
+        p->n_rx_busy -= p->rx_head;
+        memmove(p->rx_busy, p->rx_busy + p->rx_head, p->n_rx_busy * sizeof(*p->rx_busy));
+        p->rx_head = 0;
+    }
+    if (p->n_rx_busy == p->cap_rx_busy) {
+        p->cap_rx_busy = p->cap_rx_busy ? p->cap_rx_busy * 2 : 64;
+        p->rx_busy = xrealloc(p->rx_busy, p->cap_rx_busy * sizeof(*p->rx_busy));
+    }
+    p->rx_busy[p->n_rx_busy++] = (struct rx_busy){id, false};
 }
 
 static void handle_forward(struct cluster_peer *p, const struct wire_frame *f)
@@ -936,25 +972,22 @@ static void handle_forward(struct cluster_peer *p, const struct wire_frame *f)
         if (w->id != 0 && w->id <= p->rx_max_id) {
             /* Resent after a link break: delivered already; acknowledge again unless its
              * first acknowledgement is still to come. */
-            if (!rx_busy(p, w->id))
-                ack_add(p, w->id);
+            const struct rx_busy *e = rx_busy_find(p, w->id);
+            if (!e || e->is_done)
+                id_add(&p->acks, &p->n_acks, &p->cap_acks, w->id);
             continue;
         }
         struct msg *m = msg_blob_read(w->msg.p, w->msg.len, clock_now_ms(), clock_wall_s() * 1000u);
         if (!m) {
             log_ratelimited(LOG_LEVEL_WARN, "cluster", "unreadable forward peer=%s", p->node_id);
             if (w->id)
-                ack_add(p, w->id);
+                id_add(&p->fails, &p->n_fails, &p->cap_fails, w->id);
             continue;
         }
         c->stats.forwards_received++;
         if (w->id) {
             p->rx_max_id = w->id;
-            if (p->n_rx_busy == p->cap_rx_busy) {
-                p->cap_rx_busy = p->cap_rx_busy ? p->cap_rx_busy * 2 : 64;
-                p->rx_busy = xrealloc(p->rx_busy, p->cap_rx_busy * sizeof(*p->rx_busy));
-            }
-            p->rx_busy[p->n_rx_busy++] = w->id;
+            rx_busy_add(p, w->id);
         }
         c->h.forward_in(c->h.ctx, p->uid, m, w->id);
     }
@@ -968,18 +1001,20 @@ static struct cluster_peer *peer_by_uid(const struct cluster *c, uint64_t uid)
     return NULL;
 }
 
-void cluster_forward_done(struct cluster *c, uint64_t peer_uid, uint64_t tok)
+void cluster_forward_done(struct cluster *c, uint64_t peer_uid, uint64_t tok, int rc)
 {
     struct cluster_peer *p = peer_by_uid(c, peer_uid);
     if (!p || tok == 0)
         return;
-    for (size_t i = 0; i < p->n_rx_busy; i++) {
-        if (p->rx_busy[i] == tok) {
-            p->rx_busy[i] = p->rx_busy[--p->n_rx_busy];
-            break;
-        }
-    }
-    ack_add(p, tok);
+    struct rx_busy *e = rx_busy_find(p, tok);
+    if (e)
+        e->is_done = true;
+    while (p->rx_head < p->n_rx_busy && p->rx_busy[p->rx_head].is_done)
+        p->rx_head++;
+    if (rc < 0)
+        id_add(&p->fails, &p->n_fails, &p->cap_fails, tok);
+    else
+        id_add(&p->acks, &p->n_acks, &p->cap_acks, tok);
 }
 
 /* ---- takeover and retained -------------------------------------------------------------- */
@@ -1408,9 +1443,10 @@ void cluster_flush(struct cluster *c)
 {
     flush_routes(c);
     for (struct cluster_peer *p = c->peers; p; p = p->next) {
-        if (p->link && p->n_acks > 0) {
-            wire_put_forward_ack(&p->link->out, p->acks, p->n_acks);
+        if (p->link && (p->n_acks > 0 || p->n_fails > 0)) {
+            wire_put_forward_ack(&p->link->out, p->acks, p->n_acks, p->fails, p->n_fails);
             p->n_acks = 0;
+            p->n_fails = 0;
         }
         flush_batch(p);
     }

@@ -34,13 +34,14 @@ struct cluster_conf {
     size_t secret_len;
 };
 
-/* Completion of a forward: 0 once the peer made it durable, or ERR_IO when the peer died
- * before acknowledging it (the caller then parks it elsewhere). */
+/* Completion of a forward: 0 once the peer made it durable, ERR_SERVER_UNAVAILABLE when the
+ * peer could not store it, or ERR_IO when the peer died before acknowledging it. */
 typedef void (*cluster_forward_cb)(void *ctx, int rc);
 
 struct cluster_hooks {
     void *ctx;
-    /* A member is joined: its route snapshot has been applied. */
+    /* A member is joined: its route snapshot has been applied. Optional (may be NULL), as is
+     * peer_down. */
     void (*peer_up)(void *ctx, struct cluster_peer *p, const char *node_id);
     /* The member is gone (is_dead: failure detected or restarted with a new incarnation;
      * false: it left cleanly). Its routes must be dropped; p is invalid after return. */
@@ -48,8 +49,8 @@ struct cluster_hooks {
     void (*route_add)(void *ctx, struct cluster_peer *p, const char *filter, size_t len);
     void (*route_remove)(void *ctx, struct cluster_peer *p, const char *filter, size_t len);
     /* A forwarded message: m has one reference for the callee to take or drop. When tok is
-     * non-zero, the callee must call cluster_forward_done(c, peer_uid, tok) once the message
-     * is durable for its persistent sessions (at once if none). */
+     * non-zero, the callee must call cluster_forward_done(c, peer_uid, tok, rc) once the
+     * message is durable for its persistent sessions (at once if none), or failed to be. */
     void (*forward_in)(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok);
     /* Peer asks to close client_id (epoch now owns it) and flush it; the callee answers
      * with cluster_takeover_done(c, peer_uid, req, rc). */
@@ -89,9 +90,11 @@ void cluster_route_remove(struct cluster *c, const char *filter, size_t len);
  */
 void cluster_forward(struct cluster *c, struct cluster_peer *p, struct msg *m,
                      cluster_forward_cb cb, void *ctx);
-/* Acknowledges a forward received with token tok from the peer peer_uid (see forward_in).
- * The peer may have died meanwhile: harmless. Peer uids are never reused. */
-void cluster_forward_done(struct cluster *c, uint64_t peer_uid, uint64_t tok);
+/* Answers a forward received with token tok from the peer peer_uid (see forward_in): rc 0
+ * once it is durable here, or negative when it could not be stored (the sender's callback then
+ * gets ERR_SERVER_UNAVAILABLE). The peer may have died meanwhile: harmless. Peer uids are
+ * never reused. */
+void cluster_forward_done(struct cluster *c, uint64_t peer_uid, uint64_t tok, int rc);
 
 /*
  * Asks the member named node_id to drop client_id, which epoch now owns. cb runs once: 0 when

@@ -315,7 +315,8 @@ void wire_put_forward(struct buf *out, const struct wire_fwd *v, size_t n)
     scratch_close(&s);
 }
 
-void wire_put_forward_ack(struct buf *out, const uint64_t *ids, size_t n)
+void wire_put_forward_ack(struct buf *out, const uint64_t *ids, size_t n, const uint64_t *failed,
+                          size_t n_failed)
 {
     Shoal__Cluster__V1__ForwardAck m = SHOAL__CLUSTER__V1__FORWARD_ACK__INIT;
     Shoal__Cluster__V1__Frame fr = SHOAL__CLUSTER__V1__FRAME__INIT;
@@ -323,6 +324,8 @@ void wire_put_forward_ack(struct buf *out, const uint64_t *ids, size_t n)
     /* packing only reads the ids */
     m.ids = (uint64_t *)ids;
     m.n_ids = n;
+    m.failed = (uint64_t *)failed;
+    m.n_failed = n_failed;
     fr.body_case = PB_BODY(FORWARD_ACK);
     fr.forward_ack = &m;
     put_frame(out, &fr);
@@ -681,6 +684,8 @@ static void fill_simple(struct wire_frame *f, const Shoal__Cluster__V1__Frame *m
         f->type = WIRE_FORWARD_ACK;
         f->u.forward_ack.ids = m->forward_ack->ids;
         f->u.forward_ack.n = m->forward_ack->n_ids;
+        f->u.forward_ack.failed = m->forward_ack->failed;
+        f->u.forward_ack.n_failed = m->forward_ack->n_failed;
         break;
     case PB_BODY(TAKEOVER):
         f->type = WIRE_TAKEOVER;

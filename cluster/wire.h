@@ -115,8 +115,10 @@ struct wire_frame {
             size_t n;
         } forward;
         struct {
-            const uint64_t *ids;
+            const uint64_t *ids; /* durable there */
             size_t n;
+            const uint64_t *failed; /* not stored there */
+            size_t n_failed;
         } forward_ack;
         struct {
             uint64_t req;
@@ -161,7 +163,8 @@ void wire_put_route_snapshot(struct buf *out, uint64_t seq, const struct wire_st
 void wire_put_route_digest(struct buf *out, uint64_t seq, uint64_t digest, uint32_t count);
 void wire_put_route_snapshot_request(struct buf *out, uint64_t have_seq);
 void wire_put_forward(struct buf *out, const struct wire_fwd *v, size_t n);
-void wire_put_forward_ack(struct buf *out, const uint64_t *ids, size_t n);
+void wire_put_forward_ack(struct buf *out, const uint64_t *ids, size_t n, const uint64_t *failed,
+                          size_t n_failed);
 void wire_put_takeover(struct buf *out, uint64_t req, struct wire_str client_id, uint64_t epoch);
 void wire_put_takeover_ack(struct buf *out, uint64_t req, int32_t result);
 void wire_put_retain_notice(struct buf *out, const struct wire_retain *v, size_t n);

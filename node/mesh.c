@@ -76,21 +76,6 @@ bool mesh_is_on(const struct broker *b)
 
 /* ---- hooks from the cluster ------------------------------------------------------------- */
 
-static void on_peer_up(void *ctx, struct cluster_peer *p, const char *node_id)
-{
-    (void)ctx;
-    (void)p;
-    (void)node_id;
-}
-
-static void on_peer_down(void *ctx, struct cluster_peer *p, const char *node_id, bool is_dead)
-{
-    (void)ctx;
-    (void)p;
-    (void)node_id;
-    (void)is_dead;
-}
-
 static void on_route_add(void *ctx, struct cluster_peer *p, const char *filter, size_t len)
 {
     struct broker *b = ctx;
@@ -117,10 +102,10 @@ static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t 
     msg_unref(&m);
 }
 
-void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok)
+void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok, int rc)
 {
     if (b->cluster)
-        cluster_forward_done(b->cluster, peer_uid, tok);
+        cluster_forward_done(b->cluster, peer_uid, tok, rc);
 }
 
 struct takeover_in {
@@ -234,8 +219,6 @@ int mesh_start(struct broker *b)
     };
     struct cluster_hooks h = {
         .ctx = b,
-        .peer_up = on_peer_up,
-        .peer_down = on_peer_down,
         .route_add = on_route_add,
         .route_remove = on_route_remove,
         .forward_in = on_forward_in,

@@ -35,8 +35,9 @@ void mesh_retain_changed(struct broker *b, const struct msg *m);
 /* Sends this pass's batches. */
 void mesh_flush(struct broker *b);
 
-/* The acknowledgement of a forwarded message that waited for store appends. */
-void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok);
+/* The answer to a forwarded message that waited for store appends: rc 0 when all succeeded,
+ * else the first failure (the member then tells its publisher). */
+void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok, int rc);
 
 /* CONNECT claimed client_id from prev_owner: when that is another live member, asks it to
  * drop the client and calls cont(ctx) once it answered or timed out; returns false (and

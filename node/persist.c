@@ -421,10 +421,7 @@ static void wait_done(struct persist_wait *w, int rc)
     if (!w->is_queued) /* still being routed: handle_publish decides */
         return;
     if (w->is_forward) {
-        /* A failed append cannot be reported to the member: it resends after a timeout
-         * only when the link breaks, so acknowledging nothing would stall it. The message is
-         * acknowledged; the failure was logged. */
-        mesh_forward_done(w->b, w->peer_uid, w->tok);
+        mesh_forward_done(w->b, w->peer_uid, w->tok, w->err);
         free(w);
     } else if (w->s) {
         flush_acks(w->s);
@@ -467,8 +464,8 @@ void persist_forward_end(struct broker *b, uint64_t peer_uid, uint64_t tok)
     b->ack_wait = NULL;
     b->in_forward_wait = false;
     if (!w || w->pending == 0) {
+        mesh_forward_done(b, peer_uid, tok, w ? w->err : 0);
         free(w);
-        mesh_forward_done(b, peer_uid, tok);
         return;
     }
     w->is_forward = true;

@@ -130,7 +130,11 @@ static bool frame_eq(const struct wire_frame *a, const struct wire_frame *b)
     case WIRE_FORWARD_ACK:
         return a->u.forward_ack.n == b->u.forward_ack.n &&
                (a->u.forward_ack.n == 0 || memcmp(a->u.forward_ack.ids, b->u.forward_ack.ids,
-                                                  a->u.forward_ack.n * sizeof(uint64_t)) == 0);
+                                                  a->u.forward_ack.n * sizeof(uint64_t)) == 0) &&
+               a->u.forward_ack.n_failed == b->u.forward_ack.n_failed &&
+               (a->u.forward_ack.n_failed == 0 ||
+                memcmp(a->u.forward_ack.failed, b->u.forward_ack.failed,
+                       a->u.forward_ack.n_failed * sizeof(uint64_t)) == 0);
     case WIRE_TAKEOVER:
         return a->u.takeover.req == b->u.takeover.req &&
                str_eq(a->u.takeover.client_id, b->u.takeover.client_id) &&
@@ -185,7 +189,8 @@ static void put(struct buf *out, const struct wire_frame *f)
         wire_put_forward(out, f->u.forward.v, f->u.forward.n);
         break;
     case WIRE_FORWARD_ACK:
-        wire_put_forward_ack(out, f->u.forward_ack.ids, f->u.forward_ack.n);
+        wire_put_forward_ack(out, f->u.forward_ack.ids, f->u.forward_ack.n, f->u.forward_ack.failed,
+                             f->u.forward_ack.n_failed);
         break;
     case WIRE_TAKEOVER:
         wire_put_takeover(out, f->u.takeover.req, f->u.takeover.client_id, f->u.takeover.epoch);

@@ -359,6 +359,26 @@ def test_persistent_session_moves_between_nodes(cluster):
         c.close()
 
 
+def test_forward_not_stored_at_the_member_is_not_acknowledged(cluster, redis):
+    """With Redis down, a QoS 1 message routed to an offline persistent session on another
+    node cannot be stored there: the member reports it, and the MQTT 5 publisher gets an
+    error reason code instead of a success."""
+    n1, n2, _ = cluster.nodes
+    topic = prefix("ns") + "/q"
+    make_session(n2, helpers.unique("ns"), topic)
+    cluster.sync_routes()
+    pub = n1.raw(5)
+    assert pub.connect(helpers.unique("nsp"), version=5).rc == 0
+    redis.stop()
+    try:
+        pub.send(R.publish(topic, b"not-stored", qos=1, pid=1, version=5))
+        ack = pub.expect(R.PUBACK, timeout=15)
+        assert ack.pid == 1 and ack.rc >= 0x80, ack
+    finally:
+        pub.close()
+        redis.start()
+
+
 # --- 6. SIGKILL under load ----------------------------------------------------------------------
 
 class SeqPublisher(threading.Thread):

@@ -436,18 +436,22 @@ static void test_forward_ack(void **state)
     struct buf b = {0};
     struct wire_frame f;
     static const uint64_t ids[] = {0, 1, UINT64_MAX, 1000};
+    static const uint64_t failed[] = {5, 9};
 
-    wire_put_forward_ack(&b, ids, 4);
+    wire_put_forward_ack(&b, ids, 4, failed, 2);
     parse_all(&b, &f);
     assert_int_equal(f.type, WIRE_FORWARD_ACK);
     assert_int_equal(f.u.forward_ack.n, 4);
     assert_memory_equal(f.u.forward_ack.ids, ids, sizeof(ids));
+    assert_int_equal(f.u.forward_ack.n_failed, 2);
+    assert_memory_equal(f.u.forward_ack.failed, failed, sizeof(failed));
     wire_frame_free(&f);
 
-    wire_put_forward_ack(&b, NULL, 0);
+    wire_put_forward_ack(&b, NULL, 0, NULL, 0);
     parse_all(&b, &f);
     assert_int_equal(f.type, WIRE_FORWARD_ACK);
     assert_int_equal(f.u.forward_ack.n, 0);
+    assert_int_equal(f.u.forward_ack.n_failed, 0);
     wire_frame_free(&f);
 
     /* ids one varint field each (unpacked), as another encoder may send them */
@@ -576,7 +580,7 @@ static size_t put_one_of_each(struct buf *b)
     wire_put_route_digest(b, 1, 2, 3);
     wire_put_route_snapshot_request(b, 4);
     wire_put_forward(b, &fw, 1);
-    wire_put_forward_ack(b, ids, 2);
+    wire_put_forward_ack(b, ids, 2, ids, 1);
     wire_put_takeover(b, 1, s, 2);
     wire_put_takeover_ack(b, 1, -5);
     wire_put_retain_notice(b, &r, 1);
