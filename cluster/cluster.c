@@ -565,7 +565,7 @@ static void fail_pending(struct cluster_peer *p, int rc)
         p->pend_n--;
         p->first_id++;
         if (!f.is_acked && f.cb)
-            f.cb(f.ctx, rc);
+            f.cb(f.ctx, rc, f.m, p->node_id);
         msg_unref(&f.m);
     }
     p->unsent_from = 0;
@@ -871,7 +871,7 @@ void cluster_forward(struct cluster *c, struct cluster_peer *cp, struct msg *m,
         c->stats.forwards_dropped++;
         log_ratelimited(LOG_LEVEL_WARN, "cluster", "forward queue full, message refused peer=%s",
                         p->node_id);
-        cb(ctx, ERR_QUOTA);
+        cb(ctx, ERR_QUOTA, m, p->node_id);
         return;
     }
     if (p->pend_n == p->pend_cap) {
@@ -905,7 +905,7 @@ static void settle(struct cluster_peer *p, uint64_t id, int rc)
         return;
     e->is_acked = true;
     if (e->cb)
-        e->cb(e->ctx, rc);
+        e->cb(e->ctx, rc, e->m, p->node_id);
     e->cb = NULL;
 }
 

@@ -35,8 +35,10 @@ struct cluster_conf {
 };
 
 /* Completion of a forward: 0 once the peer made it durable, ERR_SERVER_UNAVAILABLE when the
- * peer could not store it, or ERR_IO when the peer died before acknowledging it. */
-typedef void (*cluster_forward_cb)(void *ctx, int rc);
+ * peer could not store it, ERR_QUOTA when its queue is full, or ERR_IO when the peer died
+ * before acknowledging it (the message may then be parked for it). m and node_id (the peer's)
+ * are borrowed for the duration of the call. */
+typedef void (*cluster_forward_cb)(void *ctx, int rc, struct msg *m, const char *node_id);
 
 struct cluster_hooks {
     void *ctx;

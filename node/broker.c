@@ -183,6 +183,8 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = clock_now_ms();
     keepalive_advance(&b->wheel, now);
     check_congestion(b, now);
+    if (!b->stopping)
+        mesh_tick(b);
     uint32_t iv = b->conf->sys_interval_s;
     if (iv > 0 && now - b->last_sys_ms >= (uint64_t)iv * 1000u) {
         b->last_sys_ms = now;
@@ -323,6 +325,7 @@ void broker_stop(struct broker *b)
      * take is in uv_write requests that complete without the prepare hook. */
     if (b->prepare.loop && !uv_is_closing((uv_handle_t *)&b->prepare))
         uv_close((uv_handle_t *)&b->prepare, NULL);
+    mesh_members_stop(b);
     mesh_stop(b);
     store_destroy(&b->store);
 }

@@ -107,6 +107,12 @@ struct broker {
     bool in_forward_wait;       /* its store appends are collected */
     struct mesh_recent *recent; /* takeovers received lately */
     size_t n_recent;
+    struct mesh_unsettled **unsettled; /* takeovers a member has not answered yet */
+    size_t n_unsettled;
+    size_t cap_unsettled;
+    uint64_t next_settle_ms;
+    struct mesh_members *members; /* member registry and adoption (node/mesh_members.c) */
+    uint32_t match_tag;           /* non-zero: route only to sessions adopted with this tag */
 
     struct keepalive_entry start_retry; /* loading stored sessions again */
     uint64_t started_ms;

@@ -34,6 +34,9 @@
 #define MESH_SECRET_MAX          4096
 #define MESH_RECENT_MAX          1024
 #define MESH_RECENT_MS           30000
+#define MESH_UNSETTLED_MAX       65536
+#define MESH_UNSETTLED_MS        (10 * 60 * 1000)
+#define MESH_SETTLE_MS           2000
 
 /* Takeovers received lately: a CONNECT still waiting for its claim here when another member
  * claimed the id after it must not complete. */
@@ -74,6 +77,8 @@ bool mesh_is_on(const struct broker *b)
     return b->cluster != NULL;
 }
 
+static void unsettled_free(struct mesh_unsettled *u);
+
 /* ---- hooks from the cluster ------------------------------------------------------------- */
 
 static void on_route_add(void *ctx, struct cluster_peer *p, const char *filter, size_t len)
@@ -81,6 +86,15 @@ static void on_route_add(void *ctx, struct cluster_peer *p, const char *filter, 
     struct broker *b = ctx;
     if (topic_filter_valid(filter, len))
         (void)topic_tree_add(b->remote, filter, len, p, p);
+}
+
+static void on_peer_down(void *ctx, struct cluster_peer *p, const char *node_id, bool is_dead)
+{
+    struct broker *b = ctx;
+    (void)p;
+    (void)node_id;
+    if (is_dead && !b->stopping)
+        mesh_members_kick(b);
 }
 
 static void on_route_remove(void *ctx, struct cluster_peer *p, const char *filter, size_t len)
@@ -221,6 +235,7 @@ int mesh_start(struct broker *b)
         .ctx = b,
         .route_add = on_route_add,
         .route_remove = on_route_remove,
+        .peer_down = on_peer_down,
         .forward_in = on_forward_in,
         .takeover_in = on_takeover_in,
         .retain_in = on_retain_in,
@@ -246,6 +261,12 @@ void mesh_stop(struct broker *b)
 
 void mesh_free(struct broker *b)
 {
+    for (size_t i = 0; i < b->n_unsettled; i++)
+        unsettled_free(b->unsettled[i]);
+    free(b->unsettled);
+    b->unsettled = NULL;
+    b->n_unsettled = 0;
+    mesh_members_free(b);
     for (size_t i = 0; i < b->n_recent; i++)
         free(b->recent[i].client_id);
     free(b->recent);
@@ -283,9 +304,42 @@ static void on_remote_match(void *ctx, void *owner, void *rec)
     b->fwd_peers[b->n_fwd_peers++] = owner;
 }
 
-static void on_forwarded(void *ctx, int rc)
+/* One QoS 1/2 forward in flight: the publisher's acknowledgement (w, may be NULL) waits. */
+struct mesh_fwd {
+    struct broker *b;
+    struct persist_wait *w;
+};
+
+static void on_parked(void *ctx, int rc)
 {
-    persist_unhold(ctx, rc);
+    struct mesh_fwd *f = ctx;
+    if (rc == 0)
+        f->b->stats.fwd_parked++;
+    else if (rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "cluster", "message not parked rc=%s", err_str(rc));
+    persist_unhold(f->w, rc);
+    free(f);
+}
+
+/* A member that died before acknowledging gets the message through the store: it is parked
+ * for that node id, and whoever takes over its sessions (the node itself after a restart, or
+ * an adopter) delivers it. The publisher's acknowledgement waits for the park. */
+static void on_forwarded(void *ctx, int rc, struct msg *m, const char *node_id)
+{
+    struct mesh_fwd *f = ctx;
+    struct broker *b = f->b;
+    if (rc == ERR_IO && b->store && !b->stopping) {
+        size_t n = msg_blob_size(m);
+        uint8_t *p = xmalloc(n);
+        msg_blob_write(m, p, clock_now_ms(), clock_wall_s() * 1000u);
+        int prc = store_park_push(b->store, node_id, (struct store_blob){p, n}, on_parked, f);
+        free(p);
+        if (prc == 0)
+            return;
+        rc = prc;
+    }
+    persist_unhold(f->w, rc);
+    free(f);
 }
 
 void mesh_publish(struct broker *b, struct msg *m)
@@ -302,7 +356,10 @@ void mesh_publish(struct broker *b, struct msg *m)
             cluster_forward(b->cluster, p, m, NULL, NULL);
             continue;
         }
-        cluster_forward(b->cluster, p, m, on_forwarded, persist_hold(b));
+        struct mesh_fwd *f = xmalloc(sizeof(*f));
+        f->b = b;
+        f->w = persist_hold(b);
+        cluster_forward(b->cluster, p, m, on_forwarded, f);
     }
     b->n_fwd_peers = 0;
 }
@@ -322,9 +379,134 @@ void mesh_flush(struct broker *b)
 
 /* ---- takeover --------------------------------------------------------------------------- */
 
+/*
+ * A takeover the previous owner did not acknowledge (it was unreachable: partitioned, or not a
+ * member at the time) is asked again whenever that node is a member, until it answers: a
+ * partition that heals must not leave one client id connected on both sides.
+ */
+struct mesh_unsettled {
+    struct broker *b;
+    char *node_id;
+    char *client_id;
+    uint64_t epoch;
+    uint64_t since_ms;
+    bool is_asking;
+};
+
+static void unsettled_add(struct broker *b, const char *node_id, const char *client_id,
+                          uint64_t epoch)
+{
+    for (size_t i = 0; i < b->n_unsettled; i++) {
+        struct mesh_unsettled *u = b->unsettled[i];
+        if (strcmp(u->client_id, client_id) == 0 && strcmp(u->node_id, node_id) == 0) {
+            if (epoch > u->epoch)
+                u->epoch = epoch;
+            return;
+        }
+    }
+    if (b->n_unsettled >= MESH_UNSETTLED_MAX) {
+        log_ratelimited(LOG_LEVEL_WARN, "cluster",
+                        "too many unanswered takeovers, oldest forgotten node=%s",
+                        b->unsettled[0]->node_id);
+        return;
+    }
+    if (b->n_unsettled == b->cap_unsettled) {
+        b->cap_unsettled = b->cap_unsettled ? b->cap_unsettled * 2 : 16;
+        b->unsettled = xrealloc(b->unsettled, b->cap_unsettled * sizeof(*b->unsettled));
+    }
+    struct mesh_unsettled *u = xcalloc(1, sizeof(*u));
+    u->b = b;
+    u->node_id = xstrdup(node_id);
+    u->client_id = xstrdup(client_id);
+    u->epoch = epoch;
+    u->since_ms = clock_now_ms();
+    b->unsettled[b->n_unsettled++] = u;
+}
+
+static void unsettled_free(struct mesh_unsettled *u)
+{
+    free(u->node_id);
+    free(u->client_id);
+    free(u);
+}
+
+/* Drops the entries marked done (node_id freed) or too old. */
+static void unsettled_compact(struct broker *b)
+{
+    uint64_t now = clock_now_ms();
+    size_t j = 0;
+    for (size_t i = 0; i < b->n_unsettled; i++) {
+        struct mesh_unsettled *u = b->unsettled[i];
+        if (!u->is_asking && (!u->node_id || now > u->since_ms + MESH_UNSETTLED_MS)) {
+            unsettled_free(u);
+            continue;
+        }
+        b->unsettled[j++] = u;
+    }
+    b->n_unsettled = j;
+}
+
+static void on_settled(void *ctx, int rc)
+{
+    struct mesh_unsettled *u = ctx;
+    u->is_asking = false;
+    if (rc != 0 && rc != ERR_EXISTS)
+        return;
+    free(u->node_id);
+    u->node_id = NULL; /* answered: dropped at the next compaction */
+    if (rc == ERR_EXISTS) {
+        /* That node holds the client id with a newer epoch: this connection is the stale
+         * one. */
+        struct session *s = broker_session_find(u->b, u->client_id, strlen(u->client_id));
+        if (s && s->epoch == u->epoch && s->conn) {
+            log_info("conn", "client id owned by a newer connection elsewhere client_id=%s",
+                     conn_log_id(s->conn));
+            handle_fail(s->conn, ERR_TAKEN_OVER);
+        }
+    }
+}
+
+/* Asks again the members that owe an answer. */
+static void unsettled_retry(struct broker *b)
+{
+    unsettled_compact(b);
+    for (size_t i = 0; i < b->n_unsettled; i++) {
+        struct mesh_unsettled *u = b->unsettled[i];
+        if (u->is_asking || !cluster_is_member(b->cluster, u->node_id))
+            continue;
+        /* A client that reconnected elsewhere since, or left: nothing to settle. */
+        struct session *s = broker_session_find(b, u->client_id, strlen(u->client_id));
+        if (!s || s->epoch != u->epoch) {
+            free(u->node_id);
+            u->node_id = NULL;
+            continue;
+        }
+        log_info("cluster", "asking again for a takeover node=%s", u->node_id);
+        if (cluster_takeover(b->cluster, u->node_id, u->client_id, u->epoch,
+                             MESH_TAKEOVER_TIMEOUT_MS, on_settled, u) == 0)
+            u->is_asking = true;
+    }
+}
+
+void mesh_tick(struct broker *b)
+{
+    if (!b->cluster)
+        return;
+    uint64_t now = clock_now_ms();
+    if (now >= b->next_settle_ms) {
+        b->next_settle_ms = now + MESH_SETTLE_MS;
+        unsettled_retry(b);
+    }
+    mesh_members_tick(b);
+}
+
 struct takeover_out {
+    struct broker *b;
     void (*cont)(void *ctx);
     void *ctx;
+    char *node_id;
+    char *client_id;
+    uint64_t epoch;
 };
 
 static void on_takeover_out(void *ctx, int rc)
@@ -332,22 +514,37 @@ static void on_takeover_out(void *ctx, int rc)
     struct takeover_out *t = ctx;
     if (rc < 0 && rc != ERR_CANCELED && rc != ERR_NOT_FOUND)
         log_ratelimited(LOG_LEVEL_WARN, "cluster", "takeover not acknowledged rc=%s", err_str(rc));
+    if ((rc == ERR_TIMEOUT || rc == ERR_NOT_FOUND) && t->b->cluster)
+        unsettled_add(t->b, t->node_id, t->client_id, t->epoch);
     t->cont(t->ctx);
+    free(t->node_id);
+    free(t->client_id);
     free(t);
 }
 
 bool mesh_takeover(struct broker *b, const char *prev_owner, const char *client_id, uint64_t epoch,
                    void (*cont)(void *ctx), void *ctx)
 {
-    if (!b->cluster || !prev_owner || strcmp(prev_owner, b->conf->node_id) == 0 ||
-        !cluster_is_member(b->cluster, prev_owner))
+    if (!b->cluster || !prev_owner || strcmp(prev_owner, b->conf->node_id) == 0)
         return false;
+    if (!cluster_is_member(b->cluster, prev_owner)) {
+        /* Dead, or on the other side of a partition: asked when it is back. */
+        unsettled_add(b, prev_owner, client_id, epoch);
+        return false;
+    }
     struct takeover_out *t = xcalloc(1, sizeof(*t));
+    t->b = b;
     t->cont = cont;
     t->ctx = ctx;
+    t->node_id = xstrdup(prev_owner);
+    t->client_id = xstrdup(client_id);
+    t->epoch = epoch;
     b->stats.takeovers_out++;
     if (cluster_takeover(b->cluster, prev_owner, client_id, epoch, MESH_TAKEOVER_TIMEOUT_MS,
                          on_takeover_out, t) < 0) {
+        unsettled_add(b, prev_owner, client_id, epoch); /* a member with its link down */
+        free(t->node_id);
+        free(t->client_id);
         free(t);
         return false;
     }

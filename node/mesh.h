@@ -49,6 +49,19 @@ bool mesh_takeover(struct broker *b, const char *prev_owner, const char *client_
  * here that claimed epoch has lost the race). */
 bool mesh_is_superseded(const struct broker *b, const char *client_id, uint64_t epoch);
 
+/* Once per broker tick: asks again the takeovers a member could not answer, and runs the
+ * member registry (node/mesh_members.c). */
+void mesh_tick(struct broker *b);
+
+/* The member registry in the store: heartbeat, discovery of members, adoption of dead
+ * members' sessions and delivery of their parked messages (node/mesh_members.c). */
+void mesh_members_tick(struct broker *b);
+/* Reads the registry now (a member was just declared dead: adopt it without waiting). */
+void mesh_members_kick(struct broker *b);
+/* Stops starting new registry work (callbacks still pending complete harmlessly). */
+void mesh_members_stop(struct broker *b);
+void mesh_members_free(struct broker *b);
+
 /* Whether this node runs in a cluster. */
 bool mesh_is_on(const struct broker *b);
 

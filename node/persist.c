@@ -754,7 +754,29 @@ void persist_resumed(struct session *s, struct conn *c, uint64_t epoch)
         persist_forget(s); /* it comes back without persistence: the stored one is over */
 }
 
-/* ---- start-up --------------------------------------------------------------------------- */
+/* ---- start-up and adoption -------------------------------------------------------------- */
+
+int persist_adopt(struct broker *b, const char *client_id, const struct store_blob *state,
+                  uint64_t epoch, uint32_t tag)
+{
+    if (broker_session_find(b, client_id, strlen(client_id)))
+        return ERR_EXISTS; /* a CONNECT here got it first */
+    struct session *s = session_from_state(b, client_id, *state);
+    if (!s)
+        return ERR_MALFORMED;
+    s->epoch = epoch;
+    s->is_stored = true;
+    s->adopt_tag = tag;
+    b->stats.adopted++;
+    session_offline_expiry(s);
+    /* Its connection ended with its node: the stored will goes out after its delay. */
+    if (s->will)
+        session__will_detach(s, ERR_IO);
+    s = broker_session_find(b, client_id, strlen(client_id));
+    if (s)
+        persist_save(s); /* the state under the new epoch (and without a published will) */
+    return 0;
+}
 
 struct load_all {
     struct broker *b;

@@ -21,6 +21,7 @@ struct session;
 struct session_dlv;
 struct conn;
 struct persist_wait;
+struct store_blob;
 
 /* True when the broker's store is durable, so persistent sessions live in it. */
 bool persist_is_on(const struct broker *b);
@@ -68,6 +69,13 @@ bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid);
 /* The incoming QoS 2 state of c's session changed (a new packet id, or PUBREL): writes it,
  * and makes the acknowledgement about to be deferred with persist_ack_defer wait for it. */
 void persist_save_before_ack(struct conn *c);
+/* Takes over a dead member's stored session (state as stored, claimed with epoch): it is
+ * held offline here, its queue in the store, its subscriptions routed, its will sent after its
+ * delay. tag marks it for the parked messages of that member. Returns 0, ERR_EXISTS when a
+ * session with that id is here already, or ERR_MALFORMED for an unreadable state. */
+int persist_adopt(struct broker *b, const char *client_id, const struct store_blob *state,
+                  uint64_t epoch, uint32_t tag);
+
 /* Cluster forwards (node/mesh.c). persist_hold adds one pending completion to the
  * acknowledgement being collected for the message now routed (NULL when there is none);
  * persist_unhold completes it with rc. */

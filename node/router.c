@@ -37,6 +37,8 @@ static void on_match(void *ctx, void *owner, void *rec)
 
     if (sub->no_local && b->match_from && b->match_from->id == s->id)
         return;
+    if (b->match_tag && s->adopt_tag != b->match_tag)
+        return; /* a parked message goes only to the sessions of the node it was parked for */
     uint8_t qos = m->qos < sub->qos ? m->qos : sub->qos;
     bool retain = sub->retain_as_published && s->version == 5 && m->retain;
     struct session_dlv *d;

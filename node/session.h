@@ -119,6 +119,7 @@ struct session {
     uint32_t stored_backlog; /* messages read from the store and not yet gone */
     uint32_t pending_trim;   /* stored messages gone this loop pass, trimmed in one request */
     bool is_stored;          /* offline, its queue lives in the durable store */
+    uint32_t adopt_tag;      /* adopted from a dead member (node/mesh_members.c); 0: not */
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
     /* Flow control */

@@ -26,6 +26,9 @@ struct stats {
     uint64_t acl_denied;    /* publishes, subscriptions and deliveries the ACL refused */
     uint64_t takeovers_in;  /* clients this node dropped because another member took them */
     uint64_t takeovers_out; /* takeovers this node asked of another member */
+    uint64_t fwd_parked;    /* forwards parked in the store for a member that died */
+    uint64_t fwd_unparked;  /* parked messages this node took and delivered */
+    uint64_t adopted;       /* sessions adopted from dead members */
 };
 
 /* Publishes the $SYS topics as retained messages through the router. */
