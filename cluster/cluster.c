@@ -55,6 +55,9 @@ struct pending_fwd {
     cluster_forward_cb cb;
     void *ctx;
     bool is_acked;
+    bool plain;
+    char *groups; /* shared groups it goes to, NUL-separated; NULL for none */
+    size_t groups_len;
 };
 
 struct link;
@@ -106,8 +109,10 @@ struct rx_busy {
 
 struct fwd_ref {
     uint64_t id;
-    size_t off;
+    size_t off; /* the message blob in batch_buf, then its groups (NUL-separated) */
     size_t len;
+    size_t groups_len;
+    bool plain;
 };
 
 struct link {
@@ -567,6 +572,7 @@ static void fail_pending(struct cluster_peer *p, int rc)
         if (!f.is_acked && f.cb)
             f.cb(f.ctx, rc, f.m, p->node_id);
         msg_unref(&f.m);
+        free(f.groups);
     }
     p->unsent_from = 0;
 }
@@ -802,7 +808,8 @@ static void learn_members(struct cluster *c, const struct wire_frame *f)
 
 /* ---- forwarding ------------------------------------------------------------------------- */
 
-static void batch_add(struct cluster_peer *p, uint64_t id, const struct msg *m)
+static void batch_add(struct cluster_peer *p, uint64_t id, const struct msg *m, bool plain,
+                      const char *groups, size_t groups_len)
 {
     if (p->n_batch == p->cap_batch) {
         p->cap_batch = p->cap_batch ? p->cap_batch * 2 : 16;
@@ -810,10 +817,21 @@ static void batch_add(struct cluster_peer *p, uint64_t id, const struct msg *m)
     }
     size_t len = msg_blob_size(m);
     size_t off = buf_used(&p->batch_buf);
-    uint8_t *w = buf_reserve(&p->batch_buf, len);
+    uint8_t *w = buf_reserve(&p->batch_buf, len + groups_len);
     msg_blob_write(m, w, clock_now_ms(), clock_wall_s() * 1000u);
-    buf_commit(&p->batch_buf, len);
-    p->batch[p->n_batch++] = (struct fwd_ref){id, off, len};
+    if (groups_len)
+        memcpy(w + len, groups, groups_len);
+    buf_commit(&p->batch_buf, len + groups_len);
+    p->batch[p->n_batch++] = (struct fwd_ref){id, off, len, groups_len, plain};
+}
+
+/* Number of NUL-terminated strings in a packed group list. */
+static size_t groups_count(const char *g, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += g[i] == '\0';
+    return n;
 }
 
 static void flush_batch(struct cluster_peer *p)
@@ -826,13 +844,28 @@ static void flush_batch(struct cluster_peer *p)
         return;
     }
     struct wire_fwd *v = xmalloc(p->n_batch * sizeof(*v));
-    size_t start = 0, bytes = 0;
+    size_t n_groups = 0;
+    for (size_t i = 0; i < p->n_batch; i++)
+        if (p->batch[i].groups_len)
+            n_groups += groups_count((const char *)buf_head(&p->batch_buf) + p->batch[i].off +
+                                         p->batch[i].len,
+                                     p->batch[i].groups_len);
+    struct wire_str *gv = n_groups ? xmalloc(n_groups * sizeof(*gv)) : NULL;
+    size_t start = 0, bytes = 0, gi = 0;
     for (size_t i = 0; i < p->n_batch; i++) {
-        v[i] =
-            (struct wire_fwd){.id = p->batch[i].id,
-                              .msg = {buf_head(&p->batch_buf) + p->batch[i].off, p->batch[i].len},
-                              .plain = true};
-        bytes += p->batch[i].len;
+        const struct fwd_ref *r = &p->batch[i];
+        v[i] = (struct wire_fwd){.id = r->id,
+                                 .msg = {buf_head(&p->batch_buf) + r->off, r->len},
+                                 .plain = r->plain,
+                                 .shared = gv ? gv + gi : NULL};
+        const char *g = (const char *)buf_head(&p->batch_buf) + r->off + r->len;
+        for (size_t k = 0; k < r->groups_len;) {
+            size_t l = strlen(g + k);
+            gv[gi++] = (struct wire_str){g + k, l};
+            v[i].n_shared++;
+            k += l + 1;
+        }
+        bytes += r->len;
         if (bytes >= CLUSTER_BATCH_BYTES || i + 1 == p->n_batch) {
             wire_put_forward(&p->link->out, v + start, i + 1 - start);
             start = i + 1;
@@ -840,6 +873,7 @@ static void flush_batch(struct cluster_peer *p)
         }
     }
     free(v);
+    free(gv);
     p->n_batch = 0;
     buf_reset(&p->batch_buf);
 }
@@ -850,19 +884,19 @@ static void write_pending(struct cluster_peer *p)
     for (size_t i = p->unsent_from; i < p->pend_n; i++) {
         struct pending_fwd *e = pend_at(p, i);
         if (!e->is_acked)
-            batch_add(p, p->first_id + i, e->m);
+            batch_add(p, p->first_id + i, e->m, e->plain, e->groups, e->groups_len);
     }
     p->unsent_from = p->pend_n;
 }
 
-void cluster_forward(struct cluster *c, struct cluster_peer *cp, struct msg *m,
-                     cluster_forward_cb cb, void *ctx)
+void cluster_forward(struct cluster *c, struct cluster_peer *cp, struct msg *m, bool plain,
+                     const char *groups, size_t groups_len, cluster_forward_cb cb, void *ctx)
 {
     struct cluster_peer *p = cp;
     c->stats.forwards_sent++;
     if (!cb) {
         if (p->link)
-            batch_add(p, 0, m);
+            batch_add(p, 0, m, plain, groups, groups_len);
         else
             c->stats.forwards_dropped++;
         return;
@@ -889,9 +923,16 @@ void cluster_forward(struct cluster *c, struct cluster_peer *cp, struct msg *m,
     e->cb = cb;
     e->ctx = ctx;
     e->is_acked = false;
+    e->plain = plain;
+    e->groups = NULL;
+    e->groups_len = groups_len;
+    if (groups_len) {
+        e->groups = xmalloc(groups_len);
+        memcpy(e->groups, groups, groups_len);
+    }
     p->pend_n++;
     if (p->link) {
-        batch_add(p, p->first_id + p->pend_n - 1, m);
+        batch_add(p, p->first_id + p->pend_n - 1, m, plain, groups, groups_len);
         p->unsent_from = p->pend_n;
     }
 }
@@ -918,6 +959,8 @@ static void handle_forward_ack(struct cluster_peer *p, const struct wire_frame *
     while (p->pend_n > 0 && pend_at(p, 0)->is_acked) {
         struct pending_fwd *e = pend_at(p, 0);
         msg_unref(&e->m);
+        free(e->groups);
+        e->groups = NULL;
         p->pend_head = (p->pend_head + 1) % p->pend_cap;
         p->pend_n--;
         p->first_id++;
@@ -989,7 +1032,7 @@ static void handle_forward(struct cluster_peer *p, const struct wire_frame *f)
             p->rx_max_id = w->id;
             rx_busy_add(p, w->id);
         }
-        c->h.forward_in(c->h.ctx, p->uid, m, w->id);
+        c->h.forward_in(c->h.ctx, p->uid, m, w->id, w->plain, w->shared, w->n_shared);
     }
 }
 
@@ -1597,6 +1640,11 @@ const char *cluster_advertise(const struct cluster *c)
 uint64_t cluster_incarnation(const struct cluster *c)
 {
     return c->incarnation;
+}
+
+bool cluster_peer_is_up(const struct cluster_peer *p)
+{
+    return p->link != NULL && !p->is_gone;
 }
 
 bool cluster_is_member(const struct cluster *c, const char *node_id)

@@ -21,6 +21,7 @@
 struct cluster;
 struct cluster_peer;
 struct msg;
+struct wire_str;
 
 struct cluster_conf {
     const char *node_id;
@@ -50,10 +51,13 @@ struct cluster_hooks {
     void (*peer_down)(void *ctx, struct cluster_peer *p, const char *node_id, bool is_dead);
     void (*route_add)(void *ctx, struct cluster_peer *p, const char *filter, size_t len);
     void (*route_remove)(void *ctx, struct cluster_peer *p, const char *filter, size_t len);
-    /* A forwarded message: m has one reference for the callee to take or drop. When tok is
-     * non-zero, the callee must call cluster_forward_done(c, peer_uid, tok, rc) once the
-     * message is durable for its persistent sessions (at once if none), or failed to be. */
-    void (*forward_in)(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok);
+    /* A forwarded message: m has one reference for the callee to take or drop. It goes to
+     * the plain subscribers when plain is set, and to one member of each of the n shared
+     * groups ("GROUP/FILTER", NUL-terminated) listed. When tok is non-zero, the callee must
+     * call cluster_forward_done(c, peer_uid, tok, rc) once the message is durable for its
+     * persistent sessions (at once if none), or failed to be. */
+    void (*forward_in)(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok, bool plain,
+                       const struct wire_str *groups, size_t n);
     /* Peer asks to close client_id (epoch now owns it) and flush it; the callee answers
      * with cluster_takeover_done(c, peer_uid, req, rc). */
     void (*takeover_in)(void *ctx, uint64_t peer_uid, const char *client_id, uint64_t epoch,
@@ -86,12 +90,16 @@ void cluster_route_add(struct cluster *c, const char *filter, size_t len);
 void cluster_route_remove(struct cluster *c, const char *filter, size_t len);
 
 /*
- * Sends m to peer p in this pass's batch (takes its own reference). With cb, the peer
- * acknowledges once m is durable there; the frame is resent after a link break, and cb runs
- * once with 0, ERR_IO (p died) or ERR_CANCELED. Without cb (QoS 0) nothing is acknowledged.
+ * Sends m to peer p in this pass's batch (takes its own reference), for its plain subscribers
+ * (plain) and for one member of each shared group in groups: "GROUP/FILTER" strings, each
+ * NUL-terminated, groups_len bytes in all (copied). With cb, the peer acknowledges once m is
+ * durable there; the frame is resent after a link break, and cb runs once with 0, ERR_IO (p
+ * died) or ERR_CANCELED. Without cb (QoS 0) nothing is acknowledged.
  */
-void cluster_forward(struct cluster *c, struct cluster_peer *p, struct msg *m,
-                     cluster_forward_cb cb, void *ctx);
+void cluster_forward(struct cluster *c, struct cluster_peer *p, struct msg *m, bool plain,
+                     const char *groups, size_t groups_len, cluster_forward_cb cb, void *ctx);
+/* Whether p has a link now (a shared-group member to prefer). */
+bool cluster_peer_is_up(const struct cluster_peer *p);
 /* Answers a forward received with token tok from the peer peer_uid (see forward_in): rc 0
  * once it is durable here, or negative when it could not be stored (the sender's callback then
  * gets ERR_SERVER_UNAVAILABLE). The peer may have died meanwhile: harmless. Peer uids are

@@ -99,10 +99,23 @@ struct broker {
 
     /* Cluster (node/mesh.c): NULL on a single node. */
     struct cluster *cluster;
-    struct topic_tree *remote;       /* remote routes; owners are peers */
-    struct cluster_peer **fwd_peers; /* members one publish goes to */
-    size_t n_fwd_peers;
-    size_t cap_fwd_peers;
+    struct topic_tree *remote;  /* remote routes; owners are peers */
+    struct mesh_fwd_to *fwd_to; /* members one publish goes to, with the groups it is for */
+    size_t n_fwd_to;
+    size_t cap_fwd_to;
+    struct mesh_group **groups; /* shared groups ("GROUP/FILTER") routed somewhere */
+    size_t n_groups;
+    size_t cap_groups;
+    /* While a publish is routed here: shared groups are filtered (a group goes to one member
+     * cluster-wide), to allow[] only; a forwarded message reaches plain subscribers only if
+     * fwd_plain. */
+    bool share_filter;
+    bool fwd_plain;
+    const struct mesh_allow *allow;
+    size_t n_allow;
+    struct mesh_allow *self_allow; /* this node's picks for a local publish */
+    size_t n_self_allow;
+    size_t cap_self_allow;
     bool in_forward;            /* routing a message a member forwarded */
     bool in_forward_wait;       /* its store appends are collected */
     struct mesh_recent *recent; /* takeovers received lately */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "cluster/wire.h"
 #include "conf/conf.h"
 #include "node/broker.h"
 #include "node/clock.h"
@@ -81,11 +82,107 @@ static void unsettled_free(struct mesh_unsettled *u);
 
 /* ---- hooks from the cluster ------------------------------------------------------------- */
 
+/* A member one publish goes to: for its plain subscribers, and for the groups listed. */
+struct mesh_fwd_to {
+    struct cluster_peer *p;
+    bool plain;
+    char *groups; /* "GROUP/FILTER" keys, each NUL-terminated */
+    size_t groups_len;
+    size_t groups_cap;
+};
+
+/* ---- shared groups ---------------------------------------------------------------------- */
+
+/* A shared group key ("GROUP/FILTER"), counted by the routes that hold it (each peer's and this
+ * node's own): the remote trie's record for a group member, carried in forwards. */
+struct mesh_group {
+    uint32_t refs;
+    size_t len;
+    char key[];
+};
+
+#define SHARE_PREFIX_LEN 7 /* "$share/" */
+
+/* This node's own entry in the shared groups of the remote trie (whose other owners are
+ * peers). */
+static char self_owner;
+
+static struct mesh_group *group_ref(struct broker *b, const char *key, size_t len)
+{
+    for (size_t i = 0; i < b->n_groups; i++) {
+        struct mesh_group *g = b->groups[i];
+        if (g->len == len && memcmp(g->key, key, len) == 0) {
+            g->refs++;
+            return g;
+        }
+    }
+    if (b->n_groups == b->cap_groups) {
+        b->cap_groups = b->cap_groups ? b->cap_groups * 2 : 16;
+        b->groups = xrealloc(b->groups, b->cap_groups * sizeof(*b->groups));
+    }
+    struct mesh_group *g = xmalloc(sizeof(*g) + len + 1);
+    g->refs = 1;
+    g->len = len;
+    memcpy(g->key, key, len);
+    g->key[len] = '\0';
+    b->groups[b->n_groups++] = g;
+    return g;
+}
+
+static void group_unref(struct broker *b, const char *key, size_t len)
+{
+    for (size_t i = 0; i < b->n_groups; i++) {
+        struct mesh_group *g = b->groups[i];
+        if (g->len == len && memcmp(g->key, key, len) == 0) {
+            if (--g->refs == 0) {
+                b->groups[i] = b->groups[--b->n_groups];
+                free(g);
+            }
+            return;
+        }
+    }
+}
+
+static bool is_share(const char *filter, size_t len)
+{
+    return len > SHARE_PREFIX_LEN && memcmp(filter, "$share/", SHARE_PREFIX_LEN) == 0;
+}
+
+/* Adds owner (a peer, or &self_owner) to a route of the remote trie. */
+static void remote_add(struct broker *b, const char *filter, size_t len, void *owner)
+{
+    if (!is_share(filter, len)) {
+        (void)topic_tree_add(b->remote, filter, len, owner, NULL);
+        return;
+    }
+    struct mesh_group *g = group_ref(b, filter + SHARE_PREFIX_LEN, len - SHARE_PREFIX_LEN);
+    if (topic_tree_add(b->remote, filter, len, owner, g) == TOPIC_TREE_REPLACED)
+        group_unref(b, g->key, g->len);
+}
+
+static void remote_remove(struct broker *b, const char *filter, size_t len, void *owner)
+{
+    if (topic_tree_remove(b->remote, filter, len, owner) >= 0 && is_share(filter, len))
+        group_unref(b, filter + SHARE_PREFIX_LEN, len - SHARE_PREFIX_LEN);
+}
+
+bool mesh_group_allowed(const struct broker *b, const char *filter, size_t len)
+{
+    if (!is_share(filter, len))
+        return true;
+    const char *key = filter + SHARE_PREFIX_LEN;
+    size_t klen = len - SHARE_PREFIX_LEN;
+    for (size_t i = 0; i < b->n_allow; i++)
+        if (b->allow[i].len == klen && memcmp(b->allow[i].p, key, klen) == 0)
+            return true;
+    return false;
+}
+
 static void on_route_add(void *ctx, struct cluster_peer *p, const char *filter, size_t len)
 {
     struct broker *b = ctx;
     if (topic_filter_valid(filter, len))
-        (void)topic_tree_add(b->remote, filter, len, p, p);
+        remote_add(b, filter, len, p);
 }
 
 static void on_peer_down(void *ctx, struct cluster_peer *p, const char *node_id, bool is_dead)
@@ -100,17 +197,33 @@ static void on_peer_down(void *ctx, struct cluster_peer *p, const char *node_id,
 static void on_route_remove(void *ctx, struct cluster_peer *p, const char *filter, size_t len)
 {
     struct broker *b = ctx;
-    (void)topic_tree_remove(b->remote, filter, len, p);
+    remote_remove(b, filter, len, p);
 }
 
-static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok)
+static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok, bool plain,
+                          const struct wire_str *groups, size_t n)
 {
     struct broker *b = ctx;
     b->in_forward = true;
+    b->fwd_plain = plain;
+    b->share_filter = true;
+    /* struct wire_str and struct mesh_allow are both (pointer, length). */
+    struct mesh_allow stack[8];
+    struct mesh_allow *allow = n <= 8 ? stack : xmalloc(n * sizeof(*allow));
+    for (size_t i = 0; i < n; i++)
+        allow[i] = (struct mesh_allow){groups[i].p, groups[i].len};
+    b->allow = allow;
+    b->n_allow = n;
     if (tok)
         persist_forward_begin(b);
     router_publish(b, m, NULL);
+    b->allow = NULL;
+    b->n_allow = 0;
+    b->share_filter = false;
+    b->fwd_plain = false;
     b->in_forward = false;
+    if (allow != stack)
+        free(allow);
     if (tok)
         persist_forward_end(b, peer_uid, tok);
     msg_unref(&m);
@@ -273,9 +386,18 @@ void mesh_free(struct broker *b)
     b->recent = NULL;
     b->n_recent = 0;
     topic_tree_destroy(&b->remote);
-    free(b->fwd_peers);
-    b->fwd_peers = NULL;
-    b->cap_fwd_peers = 0;
+    for (size_t i = 0; i < b->cap_fwd_to; i++)
+        free(b->fwd_to[i].groups);
+    free(b->fwd_to);
+    b->fwd_to = NULL;
+    b->cap_fwd_to = 0;
+    for (size_t i = 0; i < b->n_groups; i++)
+        free(b->groups[i]);
+    free(b->groups);
+    b->groups = NULL;
+    b->n_groups = 0;
+    free(b->self_allow);
+    b->self_allow = NULL;
 }
 
 /* ---- outgoing --------------------------------------------------------------------------- */
@@ -288,20 +410,75 @@ void mesh_route_change(struct broker *b, const char *filter, size_t len, bool is
         cluster_route_add(b->cluster, filter, len);
     else
         cluster_route_remove(b->cluster, filter, len);
+    /* This node is a member of its shared groups in the remote trie, so that one pick among
+     * the nodes holding a group decides which of them delivers. */
+    if (is_share(filter, len)) {
+        if (is_added)
+            remote_add(b, filter, len, &self_owner);
+        else
+            remote_remove(b, filter, len, &self_owner);
+    }
+}
+
+static bool is_up(void *owner)
+{
+    /* This node is always up; a member whose link is down is passed over. */
+    return owner == &self_owner || cluster_peer_is_up(owner);
 }
 
 static void on_remote_match(void *ctx, void *owner, void *rec)
 {
     struct broker *b = ctx;
-    (void)rec;
-    for (size_t i = 0; i < b->n_fwd_peers; i++)
-        if (b->fwd_peers[i] == owner)
-            return;
-    if (b->n_fwd_peers == b->cap_fwd_peers) {
-        b->cap_fwd_peers = b->cap_fwd_peers ? b->cap_fwd_peers * 2 : 8;
-        b->fwd_peers = xrealloc(b->fwd_peers, b->cap_fwd_peers * sizeof(*b->fwd_peers));
+    const struct mesh_group *g = rec;
+    if (owner == &self_owner) {
+        if (b->n_self_allow == b->cap_self_allow) {
+            b->cap_self_allow = b->cap_self_allow ? b->cap_self_allow * 2 : 8;
+            b->self_allow = xrealloc(b->self_allow, b->cap_self_allow * sizeof(*b->self_allow));
+        }
+        b->self_allow[b->n_self_allow++] = (struct mesh_allow){g->key, g->len};
+        return;
     }
-    b->fwd_peers[b->n_fwd_peers++] = owner;
+    struct mesh_fwd_to *f = NULL;
+    for (size_t i = 0; i < b->n_fwd_to && !f; i++)
+        if (b->fwd_to[i].p == owner)
+            f = &b->fwd_to[i];
+    if (!f) {
+        if (b->n_fwd_to == b->cap_fwd_to) {
+            size_t cap = b->cap_fwd_to ? b->cap_fwd_to * 2 : 8;
+            b->fwd_to = xrealloc(b->fwd_to, cap * sizeof(*b->fwd_to));
+            memset(b->fwd_to + b->cap_fwd_to, 0, (cap - b->cap_fwd_to) * sizeof(*b->fwd_to));
+            b->cap_fwd_to = cap;
+        }
+        f = &b->fwd_to[b->n_fwd_to++];
+        f->p = owner;
+        f->plain = false;
+        f->groups_len = 0;
+    }
+    if (!g) {
+        f->plain = true;
+        return;
+    }
+    if (f->groups_len + g->len + 1 > f->groups_cap) {
+        f->groups_cap = (f->groups_len + g->len + 1) * 2;
+        f->groups = xrealloc(f->groups, f->groups_cap);
+    }
+    memcpy(f->groups + f->groups_len, g->key, g->len + 1);
+    f->groups_len += g->len + 1;
+}
+
+void mesh_pick(struct broker *b, const struct msg *m)
+{
+    b->n_fwd_to = 0;
+    b->n_self_allow = 0;
+    b->allow = NULL;
+    b->n_allow = 0;
+    b->share_filter = false;
+    if (m->topic_len >= 5 && memcmp(m->topic, "$SYS/", 5) == 0)
+        return; /* per node: its shared groups are its own */
+    b->share_filter = true;
+    topic_tree_match(b->remote, m->topic, m->topic_len, is_up, on_remote_match, b);
+    b->allow = b->self_allow;
+    b->n_allow = b->n_self_allow;
 }
 
 /* One QoS 1/2 forward in flight: the publisher's acknowledgement (w, may be NULL) waits. */
@@ -346,22 +523,21 @@ void mesh_publish(struct broker *b, struct msg *m)
 {
     if (!b->cluster || b->in_forward)
         return;
-    if (m->topic_len >= 5 && memcmp(m->topic, "$SYS/", 5) == 0)
-        return; /* per node */
-    b->n_fwd_peers = 0;
-    topic_tree_match(b->remote, m->topic, m->topic_len, NULL, on_remote_match, b);
-    for (size_t i = 0; i < b->n_fwd_peers; i++) {
-        struct cluster_peer *p = b->fwd_peers[i];
+    b->share_filter = false;
+    b->allow = NULL;
+    b->n_allow = 0;
+    for (size_t i = 0; i < b->n_fwd_to; i++) {
+        struct mesh_fwd_to *t = &b->fwd_to[i];
         if (m->qos == 0) {
-            cluster_forward(b->cluster, p, m, NULL, NULL);
+            cluster_forward(b->cluster, t->p, m, t->plain, t->groups, t->groups_len, NULL, NULL);
             continue;
         }
         struct mesh_fwd *f = xmalloc(sizeof(*f));
         f->b = b;
         f->w = persist_hold(b);
-        cluster_forward(b->cluster, p, m, on_forwarded, f);
+        cluster_forward(b->cluster, t->p, m, t->plain, t->groups, t->groups_len, on_forwarded, f);
     }
-    b->n_fwd_peers = 0;
+    b->n_fwd_to = 0;
 }
 
 void mesh_retain_changed(struct broker *b, const struct msg *m)

@@ -24,10 +24,22 @@ void mesh_stop(struct broker *b);
 /* Frees the remote route trie. */
 void mesh_free(struct broker *b);
 
-/* A local route (a filter without its $share prefix) appeared or went. */
+/* A local route (a plain filter, or a shared group "$share/G/F") appeared or went. */
 void mesh_route_change(struct broker *b, const char *filter, size_t len, bool is_added);
 
-/* Forwards m, just published locally, to every member with a matching route. QoS 1/2 from a
+/* A shared group key ("GROUP/FILTER") allowed for the publish being routed. */
+struct mesh_allow {
+    const char *p;
+    size_t len;
+};
+
+/* Before m, published locally, is routed here: chooses the members it goes to, and for each
+ * matching shared group the one node (this one or a member) that delivers it. */
+void mesh_pick(struct broker *b, const struct msg *m);
+/* Whether the shared subscription filter ("$share/GROUP/FILTER") may take the message being
+ * routed (always on a single node). */
+bool mesh_group_allowed(const struct broker *b, const char *filter, size_t len);
+/* Forwards m, just published locally, to the members mesh_pick chose. QoS 1/2 from a
  * client: the publisher's acknowledgement waits for the members' (through persist). */
 void mesh_publish(struct broker *b, struct msg *m);
 /* A retained message changed on this node (m->payload_len 0: cleared). */

@@ -197,9 +197,11 @@ static void on_parked_taken(void *ctx, int rc, const struct store_blob *msgs, si
         }
         /* Routed here only (never forwarded again), to the sessions it was parked for. */
         b->in_forward = true;
+        b->fwd_plain = true;
         b->match_tag = mm->tag;
         router_publish(b, m, NULL);
         b->match_tag = 0;
+        b->fwd_plain = false;
         b->in_forward = false;
         msg_unref(&m);
     }

@@ -39,6 +39,12 @@ static void on_match(void *ctx, void *owner, void *rec)
         return;
     if (b->match_tag && s->adopt_tag != b->match_tag)
         return; /* a parked message goes only to the sessions of the node it was parked for */
+    if (sub->is_shared) {
+        if (b->share_filter && !mesh_group_allowed(b, sub->filter, sub->filter_len))
+            return; /* another node delivers it to this group */
+    } else if (b->in_forward && !b->fwd_plain) {
+        return; /* forwarded for a shared group only */
+    }
     uint8_t qos = m->qos < sub->qos ? m->qos : sub->qos;
     bool retain = sub->retain_as_published && s->version == 5 && m->retain;
     struct session_dlv *d;
@@ -98,6 +104,8 @@ void router_publish(struct broker *b, struct msg *m, const struct session *from)
         store_retained(b, m);
         mesh_retain_changed(b, m);
     }
+    if (b->cluster && !b->in_forward)
+        mesh_pick(b, m);
     b->match_gen++;
     b->n_matches = 0;
     b->match_from = from;

@@ -40,16 +40,10 @@ struct session *session_create(struct broker *b, const char *client_id, size_t l
     return s;
 }
 
-/* The trie counts subscribers per route (a shared one under its inner filter): the cluster
- * hears of a route when the count leaves or reaches 0. */
+/* The trie counts subscribers per route (a plain filter, or one shared group on a filter):
+ * the cluster hears of a route when its count leaves or reaches 0. */
 static void route_changed(struct broker *b, const char *filter, size_t len, bool is_added)
 {
-    const char *g, *inner;
-    size_t glen, ilen;
-    if (topic_share_split(filter, len, &g, &glen, &inner, &ilen)) {
-        filter = inner;
-        len = ilen;
-    }
     mesh_route_change(b, filter, len, is_added);
 }
 

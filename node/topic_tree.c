@@ -431,7 +431,7 @@ static int add_plain(struct tt_node *n, void *owner, void *rec)
         return TOPIC_TREE_REPLACED;
     }
     set_append(&n->subs, owner, rec);
-    return TOPIC_TREE_ADDED;
+    return n->subs.n == 1 ? TOPIC_TREE_FIRST : TOPIC_TREE_ADDED;
 }
 
 static int add_shared(struct tt_node *n, const char *name, size_t len, void *owner, void *rec)
@@ -450,7 +450,7 @@ static int add_shared(struct tt_node *n, const char *name, size_t len, void *own
         return TOPIC_TREE_REPLACED;
     }
     set_append(&g->members, owner, rec);
-    return TOPIC_TREE_ADDED;
+    return g->members.n == 1 ? TOPIC_TREE_FIRST : TOPIC_TREE_ADDED;
 }
 
 int topic_tree_add(struct topic_tree *t, const char *filter, size_t len, void *owner, void *rec)
@@ -465,7 +465,8 @@ int topic_tree_add(struct topic_tree *t, const char *filter, size_t len, void *o
     if (rc == TOPIC_TREE_REPLACED)
         return rc;
     t->count++;
-    return n->routes++ == 0 ? TOPIC_TREE_FIRST : TOPIC_TREE_ADDED;
+    n->routes++;
+    return rc;
 }
 
 static int remove_shared(struct tt_node *n, const char *name, size_t len, void *owner)
@@ -484,6 +485,7 @@ static int remove_shared(struct tt_node *n, const char *name, size_t len, void *
         *link = g->next;
         set_free(&g->members);
         free(g);
+        return 1;
     }
     return 0;
 }
@@ -498,8 +500,9 @@ int topic_tree_remove(struct topic_tree *t, const char *filter, size_t len, void
     struct tt_node *n = node_path(t, f, flen, false);
     if (!n)
         return ERR_NOT_FOUND;
+    int rc;
     if (is_shared) {
-        int rc = remove_shared(n, group, group_len, owner);
+        rc = remove_shared(n, group, group_len, owner);
         if (rc < 0)
             return rc;
     } else {
@@ -507,9 +510,10 @@ int topic_tree_remove(struct topic_tree *t, const char *filter, size_t len, void
         if (pos < 0)
             return ERR_NOT_FOUND;
         set_remove(&n->subs, (uint32_t)pos);
+        rc = n->subs.n == 0 ? 1 : 0;
     }
     t->count--;
-    int rc = --n->routes == 0 ? 1 : 0;
+    n->routes--;
     node_prune(t, n);
     return rc;
 }

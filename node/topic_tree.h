@@ -27,18 +27,20 @@ void topic_tree_destroy(struct topic_tree **t);
 
 enum topic_tree_add_result {
     TOPIC_TREE_REPLACED = 0, /* owner was already subscribed with this filter: rec replaced */
-    TOPIC_TREE_ADDED = 1,    /* new subscriber on a filter that had others */
-    TOPIC_TREE_FIRST = 2,    /* the filter went from 0 to 1 subscriber (route appears) */
+    TOPIC_TREE_ADDED = 1,    /* new subscriber on a route that had others */
+    TOPIC_TREE_FIRST = 2,    /* the route went from 0 to 1 subscriber (it appears) */
 };
 
 /*
  * Subscribes owner to filter (already validated; may be "$share/G/F"). Returns an
- * enum topic_tree_add_result. The route is the filter without its $share prefix.
+ * enum topic_tree_add_result. A route is a plain filter, or one shared group on a filter:
+ * "a/+" and "$share/g/a/+" are two routes, counted apart.
  */
 int topic_tree_add(struct topic_tree *t, const char *filter, size_t len, void *owner, void *rec);
 
-/* Removes owner's subscription on filter. Returns 1 if the route's subscriber count reached
- * 0, 0 if others remain, ERR_NOT_FOUND if owner had no such subscription. */
+/* Removes owner's subscription on filter. Returns 1 if the route's (the plain filter's, or
+ * the shared group's) subscriber count reached 0, 0 if others remain, ERR_NOT_FOUND if owner
+ * had no such subscription. */
 int topic_tree_remove(struct topic_tree *t, const char *filter, size_t len, void *owner);
 
 /* Calls cb for each match of topic (a valid topic name). eligible may be NULL. Does not

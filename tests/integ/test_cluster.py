@@ -2,8 +2,8 @@
 (AOF), and MQTT clients on different nodes. Cross-node delivery at every QoS with wildcard and
 overlapping filters, unsubscribe, retained messages, one connection per client id cluster-wide
 (including racing connects), persistent sessions that move between nodes, SIGKILL of a node
-under load, a node joining late, and refusal of foreign nodes. (Shared subscriptions are
-still chosen per node: see cluster/README.md.)
+under load, a node joining late, refusal of foreign nodes, and shared subscriptions that
+deliver each message once cluster-wide.
 
 Counts are exact: every payload is unique and every collection waits a little longer than
 needed, so that a duplicate or a stray message shows up. After subscribing, a test calls
@@ -618,3 +618,58 @@ def test_foreign_node_is_refused(redis, broker_factory, clients, tmp_path, case)
     assert got[1] == [], "the foreign node received %d messages" % len(got[1])
     assert got[2] == [], "node1 received %d messages from the foreign node" % len(got[2])
     assert foreign.alive() and all(n.alive() for n in cl.nodes)
+
+
+# --- 8. shared subscriptions ---------------------------------------------------------------------
+
+def test_shared_subscription_spreads_across_nodes(cluster, clients):
+    """$share/g/T members on node1, node2 and node3; 300 QoS 1 messages published on node1:
+    each goes to exactly one member cluster-wide, and members on at least two nodes get some."""
+    p = prefix("sh")
+    topic = p + "/t"
+    members = []
+    for node in cluster.nodes:
+        m = clients.v3(node, helpers.unique("sm"))
+        m.subscribe("$share/g/" + topic, qos=1)
+        members.append(m)
+    cluster.sync_routes()
+    pub = clients.v3(cluster.nodes[0], helpers.unique("sp"))
+    n = 300
+    for i in range(n):
+        pub.publish(topic, b"%d" % i, qos=1)
+    got = collect(members, n)
+    numbers = sorted(int(m.payload) for g in got for m in g)
+    counts = collections.Counter(numbers)
+    dups = sorted(k for k, v in counts.items() if v > 1)
+    lost = sorted(set(range(n)) - set(numbers))
+    assert not dups and not lost, "%d duplicated (%r...), %d lost (%r...)" % (
+        len(dups), dups[:5], len(lost), lost[:5])
+    per_node = {node.node_id: len(g) for node, g in zip(cluster.nodes, got)}
+    assert sum(1 for v in per_node.values() if v) >= 2, "not spread: %r" % per_node
+
+
+def test_shared_group_and_plain_subscriber_on_one_node(cluster, clients):
+    """node2 holds a plain subscriber and a $share/g member of the same filter, node3 another
+    member, node1 only the publisher: the plain subscriber gets all 200 QoS 1 messages and the
+    group each of them exactly once."""
+    n1, n2, n3 = cluster.nodes
+    topic = prefix("sp") + "/t"
+    plain = clients.v3(n2, helpers.unique("pl"))
+    plain.subscribe(topic, qos=1)
+    members = []
+    for node in (n2, n3):
+        m = clients.v3(node, helpers.unique("gm"))
+        m.subscribe("$share/g/" + topic, qos=1)
+        members.append(m)
+    cluster.sync_routes()
+    pub = clients.v3(n1, helpers.unique("pp"))
+    n = 200
+    for i in range(n):
+        pub.publish(topic, b"%d" % i, qos=1)
+    got = collect([plain] + members, 2 * n)
+    assert sorted(int(m.payload) for m in got[0]) == list(range(n)), \
+        "the plain subscriber got %d of %d" % (len(got[0]), n)
+    numbers = collections.Counter(int(m.payload) for g in got[1:] for m in g)
+    assert sorted(numbers) == list(range(n)) and set(numbers.values()) == {1}, \
+        "group: %d distinct of %d, %d copies in all" % (len(numbers), n, sum(numbers.values()))
+    assert all(got[1:]), "one member got nothing: %r" % [len(g) for g in got[1:]]

@@ -247,8 +247,8 @@ static struct topic_tree *shared_setup(void)
     assert_int_equal(add(t, "$share/g/a/+", &members[1], &r1), TOPIC_TREE_ADDED);
     assert_int_equal(add(t, "$share/g/a/+", &members[2], &r1), TOPIC_TREE_ADDED);
     assert_int_equal(add(t, "$share/g/a/+", &members[2], &r2), TOPIC_TREE_REPLACED);
-    /* The plain route shares the node with the group. */
-    assert_int_equal(add(t, "a/+", &o1, &r1), TOPIC_TREE_ADDED);
+    /* The plain route shares the node with the group, but is a route of its own. */
+    assert_int_equal(add(t, "a/+", &o1, &r1), TOPIC_TREE_FIRST);
     assert_int_equal(topic_tree_count(t), 4);
     return t;
 }
@@ -312,13 +312,13 @@ static void test_shared_remove(void **state)
     struct topic_tree *t = shared_setup();
     (void)pick_one(t, NULL);
     (void)pick_one(t, NULL); /* cursor now past the members about to go */
-    /* The route stays while any plain or shared subscriber remains. */
+    /* Each route (the group, the plain filter) stays while it has a subscriber. */
     assert_int_equal(del(t, "$share/h/a/+", &members[0]), ERR_NOT_FOUND);
     assert_int_equal(del(t, "$share/g/a/+", &o1), ERR_NOT_FOUND);
     assert_int_equal(del(t, "a/+", &members[0]), ERR_NOT_FOUND);
     assert_int_equal(del(t, "$share/g/a/+", &members[0]), 0);
     assert_int_equal(del(t, "$share/g/a/+", &members[1]), 0);
-    assert_int_equal(del(t, "a/+", &o1), 0);
+    assert_int_equal(del(t, "a/+", &o1), 1);
     for (int i = 0; i < 3; i++) {
         struct hits h = match(t, "a/y");
         assert_int_equal(h.total, 1);
@@ -337,10 +337,11 @@ static void test_shared_groups_independent(void **state)
     struct topic_tree *t = topic_tree_create();
     assert_int_equal(add(t, "$share/g1/x/#", &o1, &r1), TOPIC_TREE_FIRST);
     assert_int_equal(add(t, "$share/g1/x/#", &o2, &r1), TOPIC_TREE_ADDED);
-    assert_int_equal(add(t, "$share/g2/x/#", &o3, &r1), TOPIC_TREE_ADDED);
+    /* Each group, and the plain filter, is a route of its own. */
+    assert_int_equal(add(t, "$share/g2/x/#", &o3, &r1), TOPIC_TREE_FIRST);
     /* Same owner in another group and as a plain subscriber: distinct subscriptions. */
     assert_int_equal(add(t, "$share/g2/x/#", &o1, &r2), TOPIC_TREE_ADDED);
-    assert_int_equal(add(t, "x/#", &o1, &r3), TOPIC_TREE_ADDED);
+    assert_int_equal(add(t, "x/#", &o1, &r3), TOPIC_TREE_FIRST);
     assert_int_equal(topic_tree_count(t), 5);
     for (int i = 0; i < 4; i++) {
         struct hits h = match(t, "x/y/z");
@@ -350,8 +351,8 @@ static void test_shared_groups_independent(void **state)
     struct hits h = match(t, "x"); /* "#" matches the parent for groups too */
     assert_int_equal(h.total, 3);
     assert_int_equal(del(t, "$share/g2/x/#", &o1), 0);
-    assert_int_equal(del(t, "$share/g2/x/#", &o3), 0);
-    assert_int_equal(del(t, "x/#", &o1), 0);
+    assert_int_equal(del(t, "$share/g2/x/#", &o3), 1);
+    assert_int_equal(del(t, "x/#", &o1), 1);
     assert_int_equal(del(t, "$share/g1/x/#", &o1), 0);
     assert_int_equal(del(t, "$share/g1/x/#", &o2), 1);
     topic_tree_destroy(&t);
