@@ -64,11 +64,16 @@ def port_open(host, port, timeout=0.2):
 
 
 class Broker:
-    """One broker process. Attributes: host, port, ports (all listeners), config, proc."""
+    """One broker process. Attributes: host, port, ports (all listeners), config, proc.
+
+    host: the address its listeners bind and its readiness check dials. prefix: a command the
+    broker runs under, e.g. ["ip", "netns", "exec", NS] to start it in a network namespace
+    (the command must exec the broker, so that signals and the exit status are its own)."""
 
     def __init__(self, workdir, extra=(), listeners=1, args=(), name="broker",
-                 raw_config=None, listener_opts=None):
-        self.host = "127.0.0.1"
+                 raw_config=None, listener_opts=None, host="127.0.0.1", prefix=()):
+        self.host = host
+        self.prefix = list(prefix)
         self.workdir = str(workdir)
         self.name = name
         self.impl = IMPL
@@ -123,8 +128,8 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-        self.proc = subprocess.Popen([BIN, "-c", self.config] + self.args, stdout=out,
-                                     stderr=err, stdin=subprocess.DEVNULL, env=env)
+        self.proc = subprocess.Popen(self.prefix + [BIN, "-c", self.config] + self.args,
+                                     stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         err.close()
         out.close()
         deadline = time.monotonic() + START_TIMEOUT
@@ -313,27 +318,32 @@ def version(request):
 
 
 class Redis:
-    """A redis-server of the test's own, on a free loopback port, with AOF in workdir."""
+    """A redis-server of the test's own, on a free loopback port, with AOF in workdir.
+    host: the loopback-range address it binds (one other than 127.0.0.1 for network namespaces)."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, host="127.0.0.1"):
         self.workdir = str(workdir)
+        self.host = host
         self.port = free_port()
         self.proc = None
-        self.url = "redis://127.0.0.1:%d" % self.port
+        self.url = "redis://%s:%d" % (host, self.port)
 
     def start(self):
         log = open(os.path.join(self.workdir, "redis.log"), "ab")
+        # Protected mode refuses every client but 127.0.0.1 and ::1, even on another
+        # loopback-range address; the bind address alone keeps it private.
+        unprotected = ["--protected-mode", "no"] if self.host != "127.0.0.1" else []
         self.proc = subprocess.Popen(
-            ["/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            ["/usr/bin/redis-server", "--port", str(self.port), "--bind", self.host,
              "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-             "--dir", self.workdir, "--daemonize", "no"],
+             "--dir", self.workdir, "--daemonize", "no"] + unprotected,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError("redis-server exited with %s" % self.proc.returncode)
-            if port_open("127.0.0.1", self.port):
+            if port_open(self.host, self.port):
                 return self
             time.sleep(0.02)
         raise AssertionError("redis-server did not listen within %.0fs" % START_TIMEOUT)
@@ -349,8 +359,9 @@ class Redis:
                 p.wait()
 
     def cli(self, *args):
-        return subprocess.run(["/usr/bin/redis-cli", "-p", str(self.port)] + list(args),
-                              capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(
+            ["/usr/bin/redis-cli", "-h", self.host, "-p", str(self.port)] + list(args),
+            capture_output=True, text=True, timeout=10).stdout
 
 
 @pytest.fixture
