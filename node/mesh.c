@@ -481,42 +481,56 @@ void mesh_pick(struct broker *b, const struct msg *m)
     b->n_allow = b->n_self_allow;
 }
 
-/* One QoS 1/2 forward in flight: the publisher's acknowledgement (w, may be NULL) waits. */
-struct mesh_fwd {
+/* A message being parked: the publisher's acknowledgement (w, may be NULL) waits for it. */
+struct mesh_park {
     struct broker *b;
     struct persist_wait *w;
 };
 
 static void on_parked(void *ctx, int rc)
 {
-    struct mesh_fwd *f = ctx;
+    struct mesh_park *k = ctx;
     if (rc == 0)
-        f->b->stats.fwd_parked++;
+        k->b->stats.fwd_parked++;
     else if (rc != ERR_CANCELED)
         log_ratelimited(LOG_LEVEL_WARN, "cluster", "message not parked rc=%s", err_str(rc));
-    persist_unhold(f->w, rc);
-    free(f);
+    persist_unhold(k->w, rc);
+    free(k);
 }
 
 /* A member that died before acknowledging gets the message through the store: it is parked
  * for that node id, and whoever takes over its sessions (the node itself after a restart, or
  * an adopter) delivers it. The publisher's acknowledgement waits for the park. */
-static void on_forwarded(void *ctx, int rc, struct msg *m, const char *node_id)
+static void forwarded(struct broker *b, struct persist_wait *w, int rc, const struct msg *m,
+                      const char *node_id)
 {
-    struct mesh_fwd *f = ctx;
-    struct broker *b = f->b;
     if (rc == ERR_IO && b->store && !b->stopping) {
+        struct mesh_park *k = xmalloc(sizeof(*k));
+        k->b = b;
+        k->w = w;
         size_t n = msg_blob_size(m);
         uint8_t *p = xmalloc(n);
         msg_blob_write(m, p, clock_now_ms(), clock_wall_s() * 1000u);
-        int prc = store_park_push(b->store, node_id, (struct store_blob){p, n}, on_parked, f);
+        rc = store_park_push(b->store, node_id, (struct store_blob){p, n}, on_parked, k);
         free(p);
-        if (prc == 0)
+        if (rc == 0)
             return;
-        rc = prc;
+        free(k);
     }
-    persist_unhold(f->w, rc);
-    free(f);
+    persist_unhold(w, rc);
+}
+
+/* The completion of a forward whose publisher waits (ctx: its wait), or of one nobody waits
+ * for (ctx: the broker): no allocation per forward either way. */
+static void on_forwarded_held(void *ctx, int rc, struct msg *m, const char *node_id)
+{
+    struct persist_wait *w = ctx;
+    forwarded(persist_wait_broker(w), w, rc, m, node_id);
+}
+
+static void on_forwarded_free(void *ctx, int rc, struct msg *m, const char *node_id)
+{
+    forwarded(ctx, NULL, rc, m, node_id);
 }
 
 void mesh_publish(struct broker *b, struct msg *m)
@@ -532,10 +546,13 @@ void mesh_publish(struct broker *b, struct msg *m)
             cluster_forward(b->cluster, t->p, m, t->plain, t->groups, t->groups_len, NULL, NULL);
             continue;
         }
-        struct mesh_fwd *f = xmalloc(sizeof(*f));
-        f->b = b;
-        f->w = persist_hold(b);
-        cluster_forward(b->cluster, t->p, m, t->plain, t->groups, t->groups_len, on_forwarded, f);
+        struct persist_wait *w = persist_hold(b);
+        if (w)
+            cluster_forward(b->cluster, t->p, m, t->plain, t->groups, t->groups_len,
+                            on_forwarded_held, w);
+        else
+            cluster_forward(b->cluster, t->p, m, t->plain, t->groups, t->groups_len,
+                            on_forwarded_free, b);
     }
     b->n_fwd_to = 0;
 }

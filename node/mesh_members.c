@@ -49,8 +49,6 @@ struct mesh_known {
     uint64_t adopted_ms; /* when its sessions were adopted here; 0: not adopted */
 };
 
-enum adopt_step { ADOPT_IDLE, ADOPT_LOCK, ADOPT_SCAN, ADOPT_CLAIM, ADOPT_DRAIN };
-
 struct mesh_members {
     struct broker *b;
     uint64_t next_heartbeat_ms;
@@ -61,8 +59,8 @@ struct mesh_members {
     size_t n_known;
     uint32_t next_tag;
 
-    /* One adoption or drain at a time. */
-    enum adopt_step step;
+    /* One adoption or drain at a time: lock, scan, claims, then parked messages. */
+    bool is_busy;
     char *subject;     /* node id adopted or drained */
     uint32_t tag;      /* restricts delivery of its parked messages; 0 for this node's own */
     size_t n_claiming; /* owner_adopt requests in flight */
@@ -171,7 +169,7 @@ static void adopt_finish(struct mesh_members *mm)
 {
     free(mm->subject);
     mm->subject = NULL;
-    mm->step = ADOPT_IDLE;
+    mm->is_busy = false;
 }
 
 static void drain(struct mesh_members *mm);
@@ -219,7 +217,6 @@ static void on_parked_taken(void *ctx, int rc, const struct store_blob *msgs, si
 
 static void drain(struct mesh_members *mm)
 {
-    mm->step = ADOPT_DRAIN;
     if (store_park_take(mm->b->store, mm->subject, PARK_TAKE_MAX, on_parked_taken, mm) < 0)
         adopt_finish(mm);
 }
@@ -276,7 +273,6 @@ static void on_owned_scanned(void *ctx, int rc, const struct store_blob *pairs, 
         adopt_finish(mm);
         return;
     }
-    mm->step = ADOPT_CLAIM;
     mm->n_claiming = 1; /* held until every request is issued */
     for (size_t i = 0; i + 1 < n; i += 2) {
         struct adopt_claim *a = xcalloc(1, sizeof(*a));
@@ -314,7 +310,6 @@ static void on_locked(void *ctx, int rc)
         drain(mm); /* this node's own parked messages, or late ones for an adopted node */
         return;
     }
-    mm->step = ADOPT_SCAN;
     mm->n_adopted = 0;
     if (store_session_scan_owned(b->store, mm->subject, on_owned_scanned, mm) < 0)
         adopt_finish(mm);
@@ -325,7 +320,7 @@ static void lock(struct mesh_members *mm, const char *node_id, uint32_t tag, uin
     mm->subject = xstrdup(node_id);
     mm->tag = tag;
     mm->n_drained = 0;
-    mm->step = ADOPT_LOCK;
+    mm->is_busy = true;
     if (store_node_adopt_lock(mm->b->store, node_id, ttl_ms, on_locked, mm) < 0)
         adopt_finish(mm);
 }
@@ -333,7 +328,7 @@ static void lock(struct mesh_members *mm, const char *node_id, uint32_t tag, uin
 /* Starts the next step of this round: each dead node in turn, one at a time. */
 static void adopt_next(struct mesh_members *mm)
 {
-    while (mm->step == ADOPT_IDLE && !mm->is_closing && mm->round_pos < mm->n_round) {
+    while (!mm->is_busy && !mm->is_closing && mm->round_pos < mm->n_round) {
         char *id = mm->round[mm->round_pos++];
         struct mesh_known *k = known_find(mm, id);
         /* Still dead: not listed again, and no link reaches it. */
@@ -391,7 +386,7 @@ void mesh_members_tick(struct broker *b)
         mm->next_heartbeat_ms = now + MEMBER_HEARTBEAT_MS;
         heartbeat(mm);
     }
-    if (now >= mm->next_list_ms && !mm->is_list_busy && mm->step == ADOPT_IDLE) {
+    if (now >= mm->next_list_ms && !mm->is_list_busy && !mm->is_busy) {
         mm->next_list_ms = now + MEMBER_LIST_MS;
         if (store_member_list(b->store, on_listed, mm) == 0)
             mm->is_list_busy = true;

@@ -445,6 +445,11 @@ struct persist_wait *persist_hold(struct broker *b)
     return w;
 }
 
+struct broker *persist_wait_broker(const struct persist_wait *w)
+{
+    return w->b;
+}
+
 void persist_unhold(struct persist_wait *w, int rc)
 {
     if (rc < 0 && rc != ERR_CANCELED)
@@ -502,6 +507,7 @@ static struct persist_wait *wait_for(struct broker *b, struct session *s)
 {
     if (!b->ack_wait) {
         b->ack_wait = xcalloc(1, sizeof(*b->ack_wait));
+        b->ack_wait->b = b;
         b->ack_wait->s = s;
     }
     return b->ack_wait;

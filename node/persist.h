@@ -80,6 +80,8 @@ int persist_adopt(struct broker *b, const char *client_id, const struct store_bl
  * acknowledgement being collected for the message now routed (NULL when there is none);
  * persist_unhold completes it with rc. */
 struct persist_wait *persist_hold(struct broker *b);
+/* The broker a wait from persist_hold belongs to. */
+struct broker *persist_wait_broker(const struct persist_wait *w);
 void persist_unhold(struct persist_wait *w, int rc);
 /* Routing of a message a member forwarded with token tok: appends made between begin and end
  * are collected, and mesh_forward_done(b, peer_uid, tok) runs once they all completed (at
