@@ -58,6 +58,8 @@ struct pending_fwd {
     bool plain;
     char *groups; /* shared groups it goes to, NUL-separated; NULL for none */
     size_t groups_len;
+    char *replay; /* a parked message sent again: "REPLAY_OF\0PUB_NODE\0"; NULL: live */
+    size_t replay_len;
 };
 
 struct link;
@@ -109,9 +111,12 @@ struct rx_busy {
 
 struct fwd_ref {
     uint64_t id;
-    size_t off; /* the message blob in batch_buf, then its groups (NUL-separated) */
+    size_t off; /* the message blob in batch_buf, then its groups (NUL-separated), then its
+                 * replay strings */
     size_t len;
     size_t groups_len;
+    size_t replay_len;
+    uint64_t pub_seq;
     bool plain;
 };
 
@@ -573,6 +578,7 @@ static void fail_pending(struct cluster_peer *p, int rc)
             f.cb(f.ctx, rc, f.m, p->node_id);
         msg_unref(&f.m);
         free(f.groups);
+        free(f.replay);
     }
     p->unsent_from = 0;
 }
@@ -809,7 +815,7 @@ static void learn_members(struct cluster *c, const struct wire_frame *f)
 /* ---- forwarding ------------------------------------------------------------------------- */
 
 static void batch_add(struct cluster_peer *p, uint64_t id, const struct msg *m, bool plain,
-                      const char *groups, size_t groups_len)
+                      const char *groups, size_t groups_len, const char *replay, size_t replay_len)
 {
     if (p->n_batch == p->cap_batch) {
         p->cap_batch = p->cap_batch ? p->cap_batch * 2 : 16;
@@ -817,12 +823,15 @@ static void batch_add(struct cluster_peer *p, uint64_t id, const struct msg *m, 
     }
     size_t len = msg_blob_size(m);
     size_t off = buf_used(&p->batch_buf);
-    uint8_t *w = buf_reserve(&p->batch_buf, len + groups_len);
+    uint8_t *w = buf_reserve(&p->batch_buf, len + groups_len + replay_len);
     msg_blob_write(m, w, clock_now_ms(), clock_wall_s() * 1000u);
     if (groups_len)
         memcpy(w + len, groups, groups_len);
-    buf_commit(&p->batch_buf, len + groups_len);
-    p->batch[p->n_batch++] = (struct fwd_ref){id, off, len, groups_len, plain};
+    if (replay_len)
+        memcpy(w + len + groups_len, replay, replay_len);
+    buf_commit(&p->batch_buf, len + groups_len + replay_len);
+    p->batch[p->n_batch++] =
+        (struct fwd_ref){id, off, len, groups_len, replay_len, m->pub_seq, plain};
 }
 
 /* Number of NUL-terminated strings in a packed group list. */
@@ -857,8 +866,15 @@ static void flush_batch(struct cluster_peer *p)
         v[i] = (struct wire_fwd){.id = r->id,
                                  .msg = {buf_head(&p->batch_buf) + r->off, r->len},
                                  .plain = r->plain,
-                                 .shared = gv ? gv + gi : NULL};
+                                 .shared = gv ? gv + gi : NULL,
+                                 .pub_seq = r->pub_seq};
         const char *g = (const char *)buf_head(&p->batch_buf) + r->off + r->len;
+        if (r->replay_len) {
+            const char *rp = g + r->groups_len;
+            size_t l = strlen(rp);
+            v[i].replay_of = (struct wire_str){rp, l};
+            v[i].pub_node = (struct wire_str){rp + l + 1, strlen(rp + l + 1)};
+        }
         for (size_t k = 0; k < r->groups_len;) {
             size_t l = strlen(g + k);
             gv[gi++] = (struct wire_str){g + k, l};
@@ -884,19 +900,20 @@ static void write_pending(struct cluster_peer *p)
     for (size_t i = p->unsent_from; i < p->pend_n; i++) {
         struct pending_fwd *e = pend_at(p, i);
         if (!e->is_acked)
-            batch_add(p, p->first_id + i, e->m, e->plain, e->groups, e->groups_len);
+            batch_add(p, p->first_id + i, e->m, e->plain, e->groups, e->groups_len, e->replay,
+                      e->replay_len);
     }
     p->unsent_from = p->pend_n;
 }
 
-void cluster_forward(struct cluster *c, struct cluster_peer *cp, struct msg *m, bool plain,
-                     const char *groups, size_t groups_len, cluster_forward_cb cb, void *ctx)
+static void forward_add(struct cluster *c, struct cluster_peer *p, struct msg *m, bool plain,
+                        const char *groups, size_t groups_len, const char *replay,
+                        size_t replay_len, cluster_forward_cb cb, void *ctx)
 {
-    struct cluster_peer *p = cp;
     c->stats.forwards_sent++;
     if (!cb) {
         if (p->link)
-            batch_add(p, 0, m, plain, groups, groups_len);
+            batch_add(p, 0, m, plain, groups, groups_len, replay, replay_len);
         else
             c->stats.forwards_dropped++;
         return;
@@ -930,11 +947,37 @@ void cluster_forward(struct cluster *c, struct cluster_peer *cp, struct msg *m, 
         e->groups = xmalloc(groups_len);
         memcpy(e->groups, groups, groups_len);
     }
+    e->replay = NULL;
+    e->replay_len = replay_len;
+    if (replay_len) {
+        e->replay = xmalloc(replay_len);
+        memcpy(e->replay, replay, replay_len);
+    }
     p->pend_n++;
     if (p->link) {
-        batch_add(p, p->first_id + p->pend_n - 1, m, plain, groups, groups_len);
+        batch_add(p, p->first_id + p->pend_n - 1, m, plain, groups, groups_len, replay, replay_len);
         p->unsent_from = p->pend_n;
     }
+}
+
+void cluster_forward(struct cluster *c, struct cluster_peer *p, struct msg *m, bool plain,
+                     const char *groups, size_t groups_len, cluster_forward_cb cb, void *ctx)
+{
+    forward_add(c, p, m, plain, groups, groups_len, NULL, 0, cb, ctx);
+}
+
+void cluster_forward_replay(struct cluster *c, struct cluster_peer *p, struct msg *m,
+                            const char *replay_of, const char *pub_node, cluster_forward_cb cb,
+                            void *ctx)
+{
+    size_t a = strlen(replay_of), n = a + strlen(pub_node) + 2;
+    char stack[512];
+    char *r = n <= sizeof(stack) ? stack : xmalloc(n);
+    memcpy(r, replay_of, a + 1);
+    memcpy(r + a + 1, pub_node, n - a - 1);
+    forward_add(c, p, m, true, NULL, 0, r, n, cb, ctx);
+    if (r != stack)
+        free(r);
 }
 
 static void settle(struct cluster_peer *p, uint64_t id, int rc)
@@ -961,6 +1004,8 @@ static void handle_forward_ack(struct cluster_peer *p, const struct wire_frame *
         msg_unref(&e->m);
         free(e->groups);
         e->groups = NULL;
+        free(e->replay);
+        e->replay = NULL;
         p->pend_head = (p->pend_head + 1) % p->pend_cap;
         p->pend_n--;
         p->first_id++;
@@ -1032,7 +1077,11 @@ static void handle_forward(struct cluster_peer *p, const struct wire_frame *f)
             p->rx_max_id = w->id;
             rx_busy_add(p, w->id);
         }
-        c->h.forward_in(c->h.ctx, p->uid, m, w->id, w->plain, w->shared, w->n_shared);
+        m->pub_seq = w->pub_seq;
+        const char *replay_of = w->replay_of.len ? w->replay_of.p : NULL;
+        const char *pub_node = replay_of && w->pub_node.len ? w->pub_node.p : p->node_id;
+        c->h.forward_in(c->h.ctx, p->uid, m, w->id, w->plain, w->shared, w->n_shared, pub_node,
+                        replay_of);
     }
 }
 

@@ -55,9 +55,12 @@ struct cluster_hooks {
      * the plain subscribers when plain is set, and to one member of each of the n shared
      * groups ("GROUP/FILTER", NUL-terminated) listed. When tok is non-zero, the callee must
      * call cluster_forward_done(c, peer_uid, tok, rc) once the message is durable for its
-     * persistent sessions (at once if none), or failed to be. */
+     * persistent sessions (at once if none), or failed to be. m->pub_seq is the publisher's
+     * sequence number and pub_node the publishing node (the peer itself for a live forward).
+     * replay_of is NULL, or the node id m was parked for (see cluster_forward_replay). */
     void (*forward_in)(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok, bool plain,
-                       const struct wire_str *groups, size_t n);
+                       const struct wire_str *groups, size_t n, const char *pub_node,
+                       const char *replay_of);
     /* Peer asks to close client_id (epoch now owns it) and flush it; the callee answers
      * with cluster_takeover_done(c, peer_uid, req, rc). */
     void (*takeover_in)(void *ctx, uint64_t peer_uid, const char *client_id, uint64_t epoch,
@@ -98,6 +101,12 @@ void cluster_route_remove(struct cluster *c, const char *filter, size_t len);
  */
 void cluster_forward(struct cluster *c, struct cluster_peer *p, struct msg *m, bool plain,
                      const char *groups, size_t groups_len, cluster_forward_cb cb, void *ctx);
+/* Like cluster_forward for plain subscribers, for a message that was parked for the node
+ * replay_of and published by pub_node: the peer delivers it only to the sessions that moved
+ * away from replay_of and missed it. */
+void cluster_forward_replay(struct cluster *c, struct cluster_peer *p, struct msg *m,
+                            const char *replay_of, const char *pub_node, cluster_forward_cb cb,
+                            void *ctx);
 /* Whether p has a link now (a shared-group member to prefer). */
 bool cluster_peer_is_up(const struct cluster_peer *p);
 /* Answers a forward received with token tok from the peer peer_uid (see forward_in): rc 0

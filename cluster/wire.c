@@ -294,7 +294,8 @@ void wire_put_forward(struct buf *out, const struct wire_fwd *v, size_t n)
                   span(n * sizeof(Shoal__Cluster__V1__ForwardMsg *));
 
     for (size_t i = 0; i < n; i++)
-        need += strs_need(v[i].shared, v[i].n_shared);
+        need += strs_need(v[i].shared, v[i].n_shared) + str_need(v[i].replay_of) +
+                str_need(v[i].pub_node);
     scratch_open(&s, need);
     Shoal__Cluster__V1__ForwardMsg *e = scratch_take(&s, n * sizeof(*e));
     m.msgs = scratch_take(&s, n * sizeof(Shoal__Cluster__V1__ForwardMsg *));
@@ -307,6 +308,11 @@ void wire_put_forward(struct buf *out, const struct wire_fwd *v, size_t n)
         e[i].plain = v[i].plain;
         e[i].shared = scratch_strs(&s, v[i].shared, v[i].n_shared);
         e[i].n_shared = v[i].n_shared;
+        e[i].pub_seq = v[i].pub_seq;
+        if (v[i].replay_of.len) {
+            e[i].replay_of = scratch_str(&s, v[i].replay_of);
+            e[i].pub_node = scratch_str(&s, v[i].pub_node);
+        }
         m.msgs[i] = &e[i];
     }
     fr.body_case = PB_BODY(FORWARD);
@@ -613,6 +619,9 @@ static void fill_forward(struct wire_frame *f, const Shoal__Cluster__V1__Forward
         v[i].shared =
             strs_view(carve(next, e->n_shared * sizeof(struct wire_str)), e->shared, e->n_shared);
         v[i].n_shared = e->n_shared;
+        v[i].pub_seq = e->pub_seq;
+        v[i].replay_of = str_view(e->replay_of);
+        v[i].pub_node = str_view(e->pub_node);
     }
     f->u.forward.v = v;
     f->u.forward.n = m->n_msgs;

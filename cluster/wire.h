@@ -72,6 +72,9 @@ struct wire_fwd {
     bool plain;
     const struct wire_str *shared;
     size_t n_shared;
+    uint64_t pub_seq;
+    struct wire_str replay_of; /* empty: a live forward */
+    struct wire_str pub_node;
 };
 
 struct wire_retain {

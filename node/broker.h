@@ -125,7 +125,12 @@ struct broker {
     size_t cap_unsettled;
     uint64_t next_settle_ms;
     struct mesh_members *members; /* member registry and adoption (node/mesh_members.c) */
-    uint32_t match_tag;           /* non-zero: route only to sessions adopted with this tag */
+    /* Sessions that moved here from another node and may be owed its parked messages
+     * (node/mesh_moved.c). While a publish is routed: the node that published it, and the
+     * node it was parked for when it is delivered again (NULL: live). */
+    const char *fwd_pub;
+    const char *replay_of;
+    uint64_t pub_seq; /* the last sequence number this node gave a QoS >= 1 publish */
 
     struct keepalive_entry start_retry; /* loading stored sessions again */
     uint64_t started_ms;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster/cluster.h"
 #include "cluster/wire.h"
@@ -201,11 +202,14 @@ static void on_route_remove(void *ctx, struct cluster_peer *p, const char *filte
 }
 
 static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t tok, bool plain,
-                          const struct wire_str *groups, size_t n)
+                          const struct wire_str *groups, size_t n, const char *pub_node,
+                          const char *replay_of)
 {
     struct broker *b = ctx;
     b->in_forward = true;
     b->fwd_plain = plain;
+    b->fwd_pub = pub_node;
+    b->replay_of = replay_of;
     b->share_filter = true;
     /* struct wire_str and struct mesh_allow are both (pointer, length). */
     struct mesh_allow stack[8];
@@ -222,6 +226,8 @@ static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t 
     b->share_filter = false;
     b->fwd_plain = false;
     b->in_forward = false;
+    b->fwd_pub = NULL;
+    b->replay_of = NULL;
     if (allow != stack)
         free(allow);
     if (tok)
@@ -329,6 +335,12 @@ int mesh_start(struct broker *b)
 
     if (cf->cluster_port == 0)
         return 0;
+    /* Publish sequence numbers start from the wall clock in microseconds, so they keep
+     * increasing across a restart of this node (it publishes far fewer than a million
+     * messages a second on average). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    b->pub_seq = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     if (cf->cluster_secret_file && read_secret(cf->cluster_secret_file, &secret, &secret_len)) {
         log_error("cluster", "cannot read cluster_secret_file %s", cf->cluster_secret_file);
         return ERR_IO;
@@ -508,9 +520,9 @@ static void forwarded(struct broker *b, struct persist_wait *w, int rc, const st
         struct mesh_park *k = xmalloc(sizeof(*k));
         k->b = b;
         k->w = w;
-        size_t n = msg_blob_size(m);
+        size_t n = mesh_park_size(b, m);
         uint8_t *p = xmalloc(n);
-        msg_blob_write(m, p, clock_now_ms(), clock_wall_s() * 1000u);
+        mesh_park_write(b, m, p);
         rc = store_park_push(b->store, node_id, (struct store_blob){p, n}, on_parked, k);
         free(p);
         if (rc == 0)
@@ -555,6 +567,47 @@ void mesh_publish(struct broker *b, struct msg *m)
                             on_forwarded_free, b);
     }
     b->n_fwd_to = 0;
+}
+
+static void on_replayed(void *ctx, int rc, struct msg *m, const char *node_id)
+{
+    struct broker *b = ctx;
+    (void)m;
+    if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "cluster",
+                        "parked message not delivered again node=%s "
+                        "rc=%s",
+                        node_id, err_str(rc));
+    else if (rc == 0)
+        b->stats.fwd_replayed++;
+}
+
+void mesh_replay(struct broker *b, struct msg *m, const char *pub_node, const char *parked_for)
+{
+    if (!b->cluster)
+        return;
+    /* Every member with a plain route for it: the sessions that moved away from parked_for
+     * may be anywhere by now. Shared groups are not served again. */
+    mesh_pick(b, m);
+    for (size_t i = 0; i < b->n_fwd_to; i++)
+        if (b->fwd_to[i].plain)
+            cluster_forward_replay(b->cluster, b->fwd_to[i].p, m, parked_for, pub_node, on_replayed,
+                                   b);
+    b->n_fwd_to = 0;
+    b->share_filter = false;
+    b->allow = NULL;
+    b->n_allow = 0;
+    b->in_forward = true;
+    b->fwd_plain = true;
+    b->share_filter = true; /* with nothing allowed */
+    b->fwd_pub = pub_node;
+    b->replay_of = parked_for;
+    router_publish(b, m, NULL);
+    b->share_filter = false;
+    b->replay_of = NULL;
+    b->fwd_pub = NULL;
+    b->fwd_plain = false;
+    b->in_forward = false;
 }
 
 void mesh_retain_changed(struct broker *b, const struct msg *m)

@@ -74,6 +74,30 @@ void mesh_members_kick(struct broker *b);
 void mesh_members_stop(struct broker *b);
 void mesh_members_free(struct broker *b);
 
+/*
+ * Messages parked for a node that could not be reached (node/mesh_moved.c). A session that
+ * moved here from node X (a takeover, an adoption, or this node's own restart) is marked for a
+ * while; a message parked for X is then delivered again cluster-wide (mesh_replay), and only
+ * sessions that moved from X take it, and only if they have not had that publisher's stream
+ * since.
+ */
+/* Marks s as moved here from node from (this node's own id after a restart). */
+void mesh_moved_mark(struct session *s, const char *from);
+void mesh_moved_free(struct session *s);
+/* Called by the router for each session a message matches: false when s must not get it
+ * (a replay it does not need); records the first sequence number of each publisher it gets
+ * after a move. */
+bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m);
+/* Delivers a message parked for parked_for, published by pub_node, to the sessions that moved
+ * away from parked_for: here, and on every member with a matching route. */
+void mesh_replay(struct broker *b, struct msg *m, const char *pub_node, const char *parked_for);
+/* A parked entry: the publishing node, its sequence number and the message blob. */
+size_t mesh_park_size(const struct broker *b, const struct msg *m);
+void mesh_park_write(const struct broker *b, const struct msg *m, uint8_t *out);
+/* Parses a parked entry into a new message (m->pub_seq set) and the publisher's node id (a
+ * NUL-terminated copy in pub, at most pub_cap bytes). NULL when it is malformed. */
+struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_cap);
+
 /* Whether this node runs in a cluster. */
 bool mesh_is_on(const struct broker *b);
 

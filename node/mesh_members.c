@@ -12,9 +12,9 @@
  *
  * Messages a member did not acknowledge before it died are parked for its node id
  * (node/mesh.c). Whoever holds that id's adoption lock takes them: the node itself once it is
- * back (its own lock, so it never races an adopter) or its adopter, which delivers them only to
- * the sessions it adopted from that node (a tag on the session) and keeps draining for a while,
- * as members that detect the death later park later.
+ * back (its own lock, so it never races an adopter) or its adopter, which keeps draining for a
+ * while, as members that detect the death later park later. Either delivers them again to the
+ * sessions that moved away from that node, wherever they are (node/mesh_moved.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +44,6 @@
 /* A node id this node has seen in the registry. */
 struct mesh_known {
     char *node_id;
-    uint32_t tag;        /* sessions adopted from it carry it; 0 until adopted */
     bool is_listed;      /* in the last registry read */
     uint64_t adopted_ms; /* when its sessions were adopted here; 0: not adopted */
 };
@@ -57,12 +56,11 @@ struct mesh_members {
     bool is_list_busy;
     struct mesh_known *known;
     size_t n_known;
-    uint32_t next_tag;
 
     /* One adoption or drain at a time: lock, scan, claims, then parked messages. */
     bool is_busy;
     char *subject;     /* node id adopted or drained */
-    uint32_t tag;      /* restricts delivery of its parked messages; 0 for this node's own */
+    bool is_own;       /* this node's own parked messages */
     size_t n_claiming; /* owner_adopt requests in flight */
     size_t n_adopted;
     size_t n_drained;
@@ -187,20 +185,14 @@ static void on_parked_taken(void *ctx, int rc, const struct store_blob *msgs, si
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        struct msg *m =
-            msg_blob_read(msgs[i].p, msgs[i].len, clock_now_ms(), clock_wall_s() * 1000u);
+        char pub[256];
+        struct msg *m = mesh_park_read(msgs[i].p, msgs[i].len, pub, sizeof(pub));
         if (!m) {
             log_ratelimited(LOG_LEVEL_WARN, "cluster", "unreadable parked message dropped");
             continue;
         }
-        /* Routed here only (never forwarded again), to the sessions it was parked for. */
-        b->in_forward = true;
-        b->fwd_plain = true;
-        b->match_tag = mm->tag;
-        router_publish(b, m, NULL);
-        b->match_tag = 0;
-        b->fwd_plain = false;
-        b->in_forward = false;
+        /* To the sessions that moved away from that node, wherever they are now. */
+        mesh_replay(b, m, pub, mm->subject);
         msg_unref(&m);
     }
     mm->n_drained += n;
@@ -248,7 +240,7 @@ static void on_adopted(void *ctx, int rc, uint64_t epoch, const char *prev_owner
     (void)prev_epoch;
     if (rc == 0 && !mm->is_closing) {
         struct store_blob st = {a->state, a->state_len};
-        if (persist_adopt(mm->b, a->client_id, &st, epoch, mm->tag) == 0)
+        if (persist_adopt(mm->b, a->client_id, &st, epoch, mm->subject) == 0)
             mm->n_adopted++;
     } else if (rc < 0 && rc != ERR_EXISTS && rc != ERR_CANCELED) {
         log_ratelimited(LOG_LEVEL_WARN, "cluster", "session not adopted rc=%s", err_str(rc));
@@ -305,7 +297,7 @@ static void on_locked(void *ctx, int rc)
         adopt_next(mm);
         return;
     }
-    struct mesh_known *k = mm->tag ? known_find(mm, mm->subject) : NULL;
+    struct mesh_known *k = mm->is_own ? NULL : known_find(mm, mm->subject);
     if (!k || k->adopted_ms) {
         drain(mm); /* this node's own parked messages, or late ones for an adopted node */
         return;
@@ -315,10 +307,10 @@ static void on_locked(void *ctx, int rc)
         adopt_finish(mm);
 }
 
-static void lock(struct mesh_members *mm, const char *node_id, uint32_t tag, uint32_t ttl_ms)
+static void lock(struct mesh_members *mm, const char *node_id, bool is_own, uint32_t ttl_ms)
 {
     mm->subject = xstrdup(node_id);
-    mm->tag = tag;
+    mm->is_own = is_own;
     mm->n_drained = 0;
     mm->is_busy = true;
     if (store_node_adopt_lock(mm->b->store, node_id, ttl_ms, on_locked, mm) < 0)
@@ -333,11 +325,9 @@ static void adopt_next(struct mesh_members *mm)
         struct mesh_known *k = known_find(mm, id);
         /* Still dead: not listed again, and no link reaches it. */
         if (k && !k->is_listed && !cluster_is_member(mm->b->cluster, id)) {
-            if (!k->tag)
-                k->tag = ++mm->next_tag;
             /* The adopter holds the election while it drains; a dead adopter is replaced
              * once its hold runs out. */
-            lock(mm, id, k->tag, ADOPT_LOCK_MS);
+            lock(mm, id, false, ADOPT_LOCK_MS);
         }
     }
 }
@@ -391,7 +381,7 @@ void mesh_members_tick(struct broker *b)
         if (store_member_list(b->store, on_listed, mm) == 0)
             mm->is_list_busy = true;
         /* This node's own parked messages (left for it while it was away). */
-        lock(mm, b->conf->node_id, 0, MEMBER_TTL_MS);
+        lock(mm, b->conf->node_id, true, MEMBER_TTL_MS);
     }
 }
 

@@ -23,6 +23,7 @@ struct msg {
     uint32_t payload_len;
     uint64_t expiry_ms; /* monotonic deadline (clock_now_ms), 0 = never expires */
     uint64_t origin;    /* id of the publishing session, for no-local; 0 = none */
+    uint64_t pub_seq;   /* publishing node's sequence number (QoS >= 1 in a cluster); 0 = none */
     char *topic;        /* NUL-terminated, inside data */
     uint8_t *props;     /* inside data */
     uint8_t *payload;   /* inside data */

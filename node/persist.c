@@ -699,8 +699,16 @@ static void on_loaded(void *ctx, int rc, struct store_blob state, const struct s
     }
     if (rc == 0 && c->state == CONN_CONNECTING) {
         struct session *s = broker_session_find(b, r->client_id, strlen(r->client_id));
-        if (!s && state.len > 0 && !r->clean_start)
+        bool is_loaded = false;
+        if (!s && state.len > 0 && !r->clean_start) {
             s = session_from_state(b, r->client_id, state);
+            is_loaded = s != NULL;
+        }
+        /* From another node, or from this node before a restart: messages parked for that
+         * node may be owed to it. */
+        if (s && !r->clean_start && r->prev_owner && mesh_is_on(b) &&
+            (is_loaded || strcmp(r->prev_owner, b->conf->node_id) != 0))
+            mesh_moved_mark(s, r->prev_owner);
         if (s && !s->conn && !r->clean_start) {
             /* Stored messages are older than anything queued while this ran: they go first,
              * and leave the store only as they leave the session. */
@@ -763,7 +771,7 @@ void persist_resumed(struct session *s, struct conn *c, uint64_t epoch)
 /* ---- start-up and adoption -------------------------------------------------------------- */
 
 int persist_adopt(struct broker *b, const char *client_id, const struct store_blob *state,
-                  uint64_t epoch, uint32_t tag)
+                  uint64_t epoch, const char *from)
 {
     if (broker_session_find(b, client_id, strlen(client_id)))
         return ERR_EXISTS; /* a CONNECT here got it first */
@@ -772,7 +780,7 @@ int persist_adopt(struct broker *b, const char *client_id, const struct store_bl
         return ERR_MALFORMED;
     s->epoch = epoch;
     s->is_stored = true;
-    s->adopt_tag = tag;
+    mesh_moved_mark(s, from);
     b->stats.adopted++;
     session_offline_expiry(s);
     /* Its connection ended with its node: the stored will goes out after its delay. */

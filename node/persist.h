@@ -71,10 +71,11 @@ bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid);
 void persist_save_before_ack(struct conn *c);
 /* Takes over a dead member's stored session (state as stored, claimed with epoch): it is
  * held offline here, its queue in the store, its subscriptions routed, its will sent after its
- * delay. tag marks it for the parked messages of that member. Returns 0, ERR_EXISTS when a
- * session with that id is here already, or ERR_MALFORMED for an unreadable state. */
+ * delay. It is marked as moved from that member (from), for the messages parked for it.
+ * Returns 0, ERR_EXISTS when a session with that id is here already, or ERR_MALFORMED for an
+ * unreadable state. */
 int persist_adopt(struct broker *b, const char *client_id, const struct store_blob *state,
-                  uint64_t epoch, uint32_t tag);
+                  uint64_t epoch, const char *from);
 
 /* Cluster forwards (node/mesh.c). persist_hold adds one pending completion to the
  * acknowledgement being collected for the message now routed (NULL when there is none);

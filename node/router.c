@@ -37,14 +37,14 @@ static void on_match(void *ctx, void *owner, void *rec)
 
     if (sub->no_local && b->match_from && b->match_from->id == s->id)
         return;
-    if (b->match_tag && s->adopt_tag != b->match_tag)
-        return; /* a parked message goes only to the sessions of the node it was parked for */
     if (sub->is_shared) {
         if (b->share_filter && !mesh_group_allowed(b, sub->filter, sub->filter_len))
             return; /* another node delivers it to this group */
     } else if (b->in_forward && !b->fwd_plain) {
         return; /* forwarded for a shared group only */
     }
+    if ((s->moved || b->replay_of) && !mesh_moved_admit(b, s, m))
+        return; /* a parked message goes only to the sessions that missed it */
     uint8_t qos = m->qos < sub->qos ? m->qos : sub->qos;
     bool retain = sub->retain_as_published && s->version == 5 && m->retain;
     struct session_dlv *d;
@@ -104,8 +104,11 @@ void router_publish(struct broker *b, struct msg *m, const struct session *from)
         store_retained(b, m);
         mesh_retain_changed(b, m);
     }
-    if (b->cluster && !b->in_forward)
+    if (b->cluster && !b->in_forward) {
+        if (m->qos)
+            m->pub_seq = ++b->pub_seq;
         mesh_pick(b, m);
+    }
     b->match_gen++;
     b->n_matches = 0;
     b->match_from = from;

@@ -69,6 +69,7 @@ void session_destroy(struct session **sp)
     }
     free(s->subs);
     session__queue_free(s);
+    mesh_moved_free(s);
     broker_session_remove(b, s);
     free(s->client_id);
     free(s->username);

@@ -115,11 +115,11 @@ struct session {
 
     struct session_will *will; /* NULL unless the client set a will */
 
-    uint64_t epoch;          /* owner epoch in a durable store, fencing its writes */
-    uint32_t stored_backlog; /* messages read from the store and not yet gone */
-    uint32_t pending_trim;   /* stored messages gone this loop pass, trimmed in one request */
-    bool is_stored;          /* offline, its queue lives in the durable store */
-    uint32_t adopt_tag;      /* adopted from a dead member (node/mesh_members.c); 0: not */
+    uint64_t epoch;              /* owner epoch in a durable store, fencing its writes */
+    uint32_t stored_backlog;     /* messages read from the store and not yet gone */
+    uint32_t pending_trim;       /* stored messages gone this loop pass, trimmed in one request */
+    bool is_stored;              /* offline, its queue lives in the durable store */
+    struct session_moved *moved; /* came from another node lately (node/mesh_moved.c) */
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
     /* Flow control */

@@ -28,6 +28,7 @@ struct stats {
     uint64_t takeovers_out; /* takeovers this node asked of another member */
     uint64_t fwd_parked;    /* forwards parked in the store for a member that died */
     uint64_t fwd_unparked;  /* parked messages this node took and delivered */
+    uint64_t fwd_replayed;  /* parked messages sent again to a member, acknowledged */
     uint64_t adopted;       /* sessions adopted from dead members */
 };
 

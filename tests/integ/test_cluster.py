@@ -527,6 +527,132 @@ def test_sessions_of_a_dead_node_are_adopted_and_lose_nothing(cluster):
             cid, len(late), parked, late[:10])
 
 
+class FollowingSubscriber(threading.Thread):
+    """A persistent QoS 1 subscriber that, when its node goes away, reconnects at once with the
+    same client id and clean start false to the next node of its list, and goes on. Records
+    every PUBLISH as (payload, dup flag) and acknowledges it."""
+
+    def __init__(self, node, others, client_id, topic):
+        super().__init__(daemon=True)
+        self.others, self.client_id = list(others), client_id
+        self.conn = resume(node, client_id, expect_present=False)
+        assert self.conn.subscribe([(topic, 1)]).codes == [1]
+        self.got = []
+        self.reconnects = []  # (seconds from the loss to the CONNACK, session present)
+        self.failure = None
+        self.halt = threading.Event()
+
+    def _reconnect(self):
+        lost = time.monotonic()
+        deadline = lost + 15.0
+        k = 0
+        while time.monotonic() < deadline and not self.halt.is_set():
+            node = self.others[k % len(self.others)]
+            k += 1
+            c = R.RawClient(node.host, node.port, 4)
+            try:
+                ack = c.connect(self.client_id, clean=False)
+                if ack.rc == 0:
+                    self.reconnects.append((time.monotonic() - lost, ack.session_present))
+                    self.resumed_at = len(self.got)
+                    return c
+            except (R.Closed, OSError):
+                pass
+            c.close()
+            time.sleep(0.05)
+        raise AssertionError("%s could not reconnect" % self.client_id)
+
+    def run(self):
+        try:
+            while not self.halt.is_set():
+                try:
+                    p = self.conn.try_recv(0.05)
+                    if p is not None and p.type == R.PUBLISH:
+                        self.got.append((p.payload.decode(), p.dup))
+                        if p.qos == 1:
+                            self.conn.send(R.puback(p.pid))
+                except (R.Closed, OSError):
+                    self.conn.close()
+                    self.conn = self._reconnect()
+        except Exception as e:  # reported by the test
+            self.failure = e
+        finally:
+            self.conn.close()
+
+
+def test_subscribers_of_a_killed_node_reconnect_elsewhere_and_lose_nothing(cluster):
+    """Ten persistent QoS 1 subscribers connected to node3; publishers on node1 and node2 send
+    numbered QoS 1 messages to their topic, and node3 is SIGKILLed. Each subscriber reconnects
+    at once to node1 or node2, long before node3 is declared dead, and must still get every
+    message a publisher got a PUBACK for: those node3 never stored were parked for it, and the
+    node that takes node3's park delivers them again to the sessions that moved away from it.
+    Copies again are allowed only as resends and for the messages in flight at the kill."""
+    n1, n2, n3 = cluster.nodes
+    p = prefix("mv")
+    subs = [FollowingSubscriber(n3, (n1, n2) if i % 2 else (n2, n1), helpers.unique("mv%d" % i),
+                                p + "/q") for i in range(10)]
+    cluster.sync_routes()
+    for sb in subs:
+        sb.start()
+    pubs = [SeqPublisher(n, p + "/q", "%s.%d" % (n.node_id, k), ack_timeout=15.0)
+            for n in (n1, n2) for k in range(3)]
+    for pb in pubs:
+        pb.start()
+    time.sleep(1.0)
+    cluster.kill(2, signal.SIGKILL)
+    # Publishing goes on until node3 is declared dead (the PUBACKs of the messages routed to
+    # it wait for their park), and a little after.
+    deadline = time.monotonic() + 20
+    key = "parked messages delivered node=%s " % n3.node_id
+    while time.monotonic() < deadline and not any(
+            key in n.stderr() for n in (n1, n2)):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for pb in pubs:
+        pb.halt.set()
+    for pb in pubs:
+        pb.join(20)
+        assert not pb.is_alive(), "publisher %s hung" % pb.tag
+        assert pb.failure is None, "publisher %s failed: %r" % (pb.tag, pb.failure)
+    want = {"%s-%d" % (pb.tag, s) for pb in pubs for s in pb.acked}
+    assert len(want) > 100, "too little load: %d acknowledged" % len(want)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not all(
+            want <= {x for x, _ in sb.got} for sb in subs):
+        time.sleep(0.1)
+    time.sleep(SETTLE)
+    for sb in subs:
+        sb.halt.set()
+    for sb in subs:
+        sb.join(10)
+    parked = sum(int(line.rsplit("n=", 1)[1]) for n in (n1, n2)
+                 for line in n.stderr().splitlines() if key in line)
+    dups = []
+    for sb in subs:
+        assert sb.failure is None, "%s: %r" % (sb.client_id, sb.failure)
+        assert len(sb.reconnects) == 1 and sb.reconnects[0][1], \
+            "%s: expected one reconnect with the session present: %r" % (
+                sb.client_id, sb.reconnects)
+        got = {x for x, _ in sb.got}
+        missing = sorted(want - got)
+        assert not missing, "%s: %d of %d acknowledged messages lost (%d parked), first %r" % (
+            sb.client_id, len(missing), len(want), parked, missing[:5])
+        # A message node3 had sent and not seen acknowledged comes again from the stored
+        # queue after the reconnect (a QoS 1 resend). Twice after the reconnect is allowed
+        # only for a message node3 stored but had not yet acknowledged to its publisher when
+        # it died: it is in the stored queue and was parked as well. Each publisher has one
+        # such message in flight. A replay not matched against what came by the new node
+        # would repeat every message of the seconds before node3 is declared dead.
+        after = collections.Counter(x for x, _ in sb.got[sb.resumed_at:])
+        twice = sorted(x for x, n in after.items() if n > 1)
+        assert len(twice) <= len(pubs), "%s: %d messages twice after the reconnect: %r" % (
+            sb.client_id, len(twice), twice[:20])
+        resent = sum(collections.Counter(x for x, _ in sb.got).values()) - len(got)
+        dups.append((resent, len(twice)))
+    print("copies again, and twice after the reconnect, per subscriber: %r; parked %d" % (
+        dups, parked))
+
+
 def test_a_node_without_seeds_joins_through_the_registry(cluster, clients):
     """A fourth node configured with the store and no cluster_seeds finds the members in the
     registry and routes both ways like the others."""

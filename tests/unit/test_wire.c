@@ -383,9 +383,10 @@ static void test_forward(void **state)
     static const uint8_t blob[] = {1, 0, 2, 0, 0xff}; /* bytes may hold NUL and non-UTF-8 */
     const struct wire_str shared[2] = {str_of("g1/a/#"), str_of("g2/+")};
     const struct wire_fwd v[3] = {
-        {0, bytes_of(blob, sizeof(blob)), true, NULL, 0},
-        {UINT64_MAX, bytes_of(NULL, 0), false, shared, 2},
-        {42, bytes_of(blob, 1), true, shared + 1, 1},
+        {0, bytes_of(blob, sizeof(blob)), true, NULL, 0, 0, str_of(""), str_of("")},
+        {UINT64_MAX, bytes_of(NULL, 0), false, shared, 2, UINT64_MAX, str_of(""), str_of("")},
+        {42, bytes_of(blob, 1), true, shared + 1, 1, 1764000000123456u, str_of("node-3"),
+         str_of("node-1")},
     };
 
     wire_put_forward(&b, v, 3);
@@ -400,6 +401,9 @@ static void test_forward(void **state)
         assert_int_equal(g->n_shared, v[i].n_shared);
         for (size_t j = 0; j < v[i].n_shared; j++)
             assert_str(g->shared[j], v[i].shared[j].p);
+        assert_true(g->pub_seq == v[i].pub_seq);
+        assert_str(g->replay_of, v[i].replay_of.p);
+        assert_str(g->pub_node, v[i].pub_node.p);
     }
     wire_frame_free(&f);
 
@@ -414,7 +418,9 @@ static void test_forward(void **state)
     struct wire_fwd *big = calloc(N, sizeof(*big));
     assert_non_null(big);
     for (size_t i = 0; i < N; i++)
-        big[i] = (struct wire_fwd){i + 1, bytes_of(blob, i % sizeof(blob)), i & 1, shared, i % 3};
+        big[i] = (struct wire_fwd){
+            i + 1,     bytes_of(blob, i % sizeof(blob)), i & 1, shared, i % 3, i * 7, str_of(""),
+            str_of("")};
     wire_put_forward(&b, big, N);
     parse_all(&b, &f);
     assert_int_equal(f.u.forward.n, N);
@@ -567,7 +573,7 @@ static size_t put_one_of_each(struct buf *b)
     const struct wire_str s = str_of("t/#");
     const struct wire_hello h = {str_of("c"), str_of("n"), 3, 1, bytes_of(nonce, 16), str_of("")};
     const struct wire_member m = {str_of("n"), str_of("h:1"), 2};
-    const struct wire_fwd fw = {1, bytes_of(nonce, 3), true, &s, 1};
+    const struct wire_fwd fw = {1, bytes_of(nonce, 3), true, &s, 1, 0, str_of(""), str_of("")};
     const struct wire_retain r = {s, bytes_of(NULL, 0)};
 
     wire_put_hello(b, &h);
@@ -618,8 +624,9 @@ static void test_split_at_every_byte(void **state)
     struct wire_frame f, before;
     static const uint8_t msg[40] = {9};
     const struct wire_str sh = str_of("g/x");
-    const struct wire_fwd v[2] = {{7, bytes_of(msg, sizeof(msg)), false, &sh, 1},
-                                  {8, bytes_of(msg, 0), true, NULL, 0}};
+    const struct wire_fwd v[2] = {
+        {7, bytes_of(msg, sizeof(msg)), false, &sh, 1, 9, str_of("a"), str_of("b")},
+        {8, bytes_of(msg, 0), true, NULL, 0, 0, str_of(""), str_of("")}};
 
     put_one_of_each(&b);
     wire_put_forward(&b, v, 2);

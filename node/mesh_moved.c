@@ -1,0 +1,138 @@
+/*
+ * Sessions that moved between nodes, and the messages parked for the node they left.
+ *
+ * A QoS 1/2 forward that a member never acknowledged is parked in the store for that member's
+ * node id (node/mesh.c) and later taken by whoever holds that id's election (the node itself
+ * once it is back, or its adopter; node/mesh_members.c). Meanwhile the sessions it was meant
+ * for may have moved anywhere: a client whose node died reconnects at once to another node,
+ * long before the death is declared. So a parked message is delivered again cluster-wide, and
+ * each node lets it through only to the sessions marked as moved from that node.
+ *
+ * Such a session may have had the same message by its new node too: a publisher sends to the
+ * node it left until that node's routes are dropped, and to its new node as soon as the new
+ * route arrives. Every QoS 1/2 message carries its publishing node's sequence number, and
+ * one publisher's messages reach a node in order. So the first number a moved session gets
+ * from a publisher on its new node divides that publisher's stream: a replayed message before
+ * it was missed, and one from it on arrived already.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "node/broker.h"
+#include "node/clock.h"
+#include "node/err.h"
+#include "node/mesh.h"
+#include "node/msg.h"
+#include "node/session.h"
+
+#define MOVED_KEEP_MS (10 * 60 * 1000) /* as long as a takeover may stay unanswered */
+#define MOVED_PUB_MAX 64               /* publishers remembered per session */
+#define PARK_MAGIC    0x50             /* 'P': a parked entry (a bare message blob starts 1) */
+
+struct moved_pub {
+    char *node;
+    uint64_t first;
+};
+
+struct session_moved {
+    char *from;
+    uint64_t until_ms;
+    struct moved_pub *pubs;
+    size_t n_pubs;
+};
+
+void mesh_moved_free(struct session *s)
+{
+    struct session_moved *mv = s->moved;
+    if (!mv)
+        return;
+    for (size_t i = 0; i < mv->n_pubs; i++)
+        free(mv->pubs[i].node);
+    free(mv->pubs);
+    free(mv->from);
+    free(mv);
+    s->moved = NULL;
+}
+
+void mesh_moved_mark(struct session *s, const char *from)
+{
+    mesh_moved_free(s);
+    struct session_moved *mv = xcalloc(1, sizeof(*mv));
+    mv->from = xstrdup(from);
+    mv->until_ms = clock_now_ms() + MOVED_KEEP_MS;
+    s->moved = mv;
+}
+
+static struct moved_pub *pub_find(struct session_moved *mv, const char *node)
+{
+    for (size_t i = 0; i < mv->n_pubs; i++)
+        if (strcmp(mv->pubs[i].node, node) == 0)
+            return &mv->pubs[i];
+    return NULL;
+}
+
+bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m)
+{
+    struct session_moved *mv = s->moved;
+    if (mv && clock_now_ms() > mv->until_ms) {
+        mesh_moved_free(s);
+        mv = NULL;
+    }
+    if (!mv)
+        return b->replay_of == NULL;
+    const char *pub = b->in_forward && b->fwd_pub ? b->fwd_pub : b->conf->node_id;
+    struct moved_pub *e = pub_find(mv, pub);
+    if (b->replay_of)
+        return strcmp(mv->from, b->replay_of) == 0 && (!e || m->pub_seq < e->first);
+    if (!e && m->pub_seq && mv->n_pubs < MOVED_PUB_MAX) {
+        mv->pubs = xrealloc(mv->pubs, (mv->n_pubs + 1) * sizeof(*mv->pubs));
+        mv->pubs[mv->n_pubs++] = (struct moved_pub){xstrdup(pub), m->pub_seq};
+    }
+    return true;
+}
+
+/* ---- parked entries: MAGIC, publisher length (1 byte), publisher, sequence (8, big-endian),
+ * then the message blob ------------------------------------------------------------------- */
+
+size_t mesh_park_size(const struct broker *b, const struct msg *m)
+{
+    return 2 + strlen(b->conf->node_id) + 8 + msg_blob_size(m);
+}
+
+void mesh_park_write(const struct broker *b, const struct msg *m, uint8_t *out)
+{
+    size_t n = strlen(b->conf->node_id);
+    if (n > 255)
+        n = 255; /* node ids are far shorter (conf checks them) */
+    out[0] = PARK_MAGIC;
+    out[1] = (uint8_t)n;
+    memcpy(out + 2, b->conf->node_id, n);
+    uint8_t *w = out + 2 + n;
+    for (int i = 0; i < 8; i++)
+        w[i] = (uint8_t)(m->pub_seq >> (56 - 8 * i));
+    msg_blob_write(m, w + 8, clock_now_ms(), clock_wall_s() * 1000u);
+}
+
+struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_cap)
+{
+    uint64_t now = clock_now_ms(), wall = clock_wall_s() * 1000u;
+    if (len > 0 && p[0] != PARK_MAGIC) {
+        /* Parked by an older version: a bare blob, publisher unknown. */
+        pub[0] = '\0';
+        return msg_blob_read(p, len, now, wall);
+    }
+    if (len < 2 || (size_t)p[1] + 1 > pub_cap || len < 2 + (size_t)p[1] + 8)
+        return NULL;
+    size_t n = p[1];
+    memcpy(pub, p + 2, n);
+    pub[n] = '\0';
+    const uint8_t *r = p + 2 + n;
+    uint64_t seq = 0;
+    for (int i = 0; i < 8; i++)
+        seq = seq << 8 | r[i];
+    struct msg *m = msg_blob_read(r + 8, len - (2 + n + 8), now, wall);
+    if (m)
+        m->pub_seq = seq;
+    return m;
+}
