@@ -56,9 +56,10 @@ struct pending_fwd {
     void *ctx;
     bool is_acked;
     bool plain;
-    char *groups; /* shared groups it goes to, NUL-separated; NULL for none */
+    /* groups_len bytes of shared groups it goes to (NUL-separated), then replay_len bytes
+     * naming a parked message sent again ("REPLAY_OF\0PUB_NODE\0"); NULL when both are 0 */
+    char *extra;
     size_t groups_len;
-    char *replay; /* a parked message sent again: "REPLAY_OF\0PUB_NODE\0"; NULL: live */
     size_t replay_len;
 };
 
@@ -577,8 +578,7 @@ static void fail_pending(struct cluster_peer *p, int rc)
         if (!f.is_acked && f.cb)
             f.cb(f.ctx, rc, f.m, p->node_id);
         msg_unref(&f.m);
-        free(f.groups);
-        free(f.replay);
+        free(f.extra);
     }
     p->unsent_from = 0;
 }
@@ -814,8 +814,9 @@ static void learn_members(struct cluster *c, const struct wire_frame *f)
 
 /* ---- forwarding ------------------------------------------------------------------------- */
 
+/* extra: groups_len bytes of groups, then replay_len bytes of replay strings. */
 static void batch_add(struct cluster_peer *p, uint64_t id, const struct msg *m, bool plain,
-                      const char *groups, size_t groups_len, const char *replay, size_t replay_len)
+                      const char *extra, size_t groups_len, size_t replay_len)
 {
     if (p->n_batch == p->cap_batch) {
         p->cap_batch = p->cap_batch ? p->cap_batch * 2 : 16;
@@ -825,10 +826,8 @@ static void batch_add(struct cluster_peer *p, uint64_t id, const struct msg *m, 
     size_t off = buf_used(&p->batch_buf);
     uint8_t *w = buf_reserve(&p->batch_buf, len + groups_len + replay_len);
     msg_blob_write(m, w, clock_now_ms(), clock_wall_s() * 1000u);
-    if (groups_len)
-        memcpy(w + len, groups, groups_len);
-    if (replay_len)
-        memcpy(w + len + groups_len, replay, replay_len);
+    if (groups_len + replay_len)
+        memcpy(w + len, extra, groups_len + replay_len);
     buf_commit(&p->batch_buf, len + groups_len + replay_len);
     p->batch[p->n_batch++] =
         (struct fwd_ref){id, off, len, groups_len, replay_len, m->pub_seq, plain};
@@ -900,20 +899,19 @@ static void write_pending(struct cluster_peer *p)
     for (size_t i = p->unsent_from; i < p->pend_n; i++) {
         struct pending_fwd *e = pend_at(p, i);
         if (!e->is_acked)
-            batch_add(p, p->first_id + i, e->m, e->plain, e->groups, e->groups_len, e->replay,
-                      e->replay_len);
+            batch_add(p, p->first_id + i, e->m, e->plain, e->extra, e->groups_len, e->replay_len);
     }
     p->unsent_from = p->pend_n;
 }
 
 static void forward_add(struct cluster *c, struct cluster_peer *p, struct msg *m, bool plain,
-                        const char *groups, size_t groups_len, const char *replay,
-                        size_t replay_len, cluster_forward_cb cb, void *ctx)
+                        const char *extra, size_t groups_len, size_t replay_len,
+                        cluster_forward_cb cb, void *ctx)
 {
     c->stats.forwards_sent++;
     if (!cb) {
         if (p->link)
-            batch_add(p, 0, m, plain, groups, groups_len, replay, replay_len);
+            batch_add(p, 0, m, plain, extra, groups_len, replay_len);
         else
             c->stats.forwards_dropped++;
         return;
@@ -941,21 +939,16 @@ static void forward_add(struct cluster *c, struct cluster_peer *p, struct msg *m
     e->ctx = ctx;
     e->is_acked = false;
     e->plain = plain;
-    e->groups = NULL;
+    e->extra = NULL;
     e->groups_len = groups_len;
-    if (groups_len) {
-        e->groups = xmalloc(groups_len);
-        memcpy(e->groups, groups, groups_len);
-    }
-    e->replay = NULL;
     e->replay_len = replay_len;
-    if (replay_len) {
-        e->replay = xmalloc(replay_len);
-        memcpy(e->replay, replay, replay_len);
+    if (groups_len + replay_len) {
+        e->extra = xmalloc(groups_len + replay_len);
+        memcpy(e->extra, extra, groups_len + replay_len);
     }
     p->pend_n++;
     if (p->link) {
-        batch_add(p, p->first_id + p->pend_n - 1, m, plain, groups, groups_len, replay, replay_len);
+        batch_add(p, p->first_id + p->pend_n - 1, m, plain, extra, groups_len, replay_len);
         p->unsent_from = p->pend_n;
     }
 }
@@ -963,7 +956,7 @@ static void forward_add(struct cluster *c, struct cluster_peer *p, struct msg *m
 void cluster_forward(struct cluster *c, struct cluster_peer *p, struct msg *m, bool plain,
                      const char *groups, size_t groups_len, cluster_forward_cb cb, void *ctx)
 {
-    forward_add(c, p, m, plain, groups, groups_len, NULL, 0, cb, ctx);
+    forward_add(c, p, m, plain, groups, groups_len, 0, cb, ctx);
 }
 
 void cluster_forward_replay(struct cluster *c, struct cluster_peer *p, struct msg *m,
@@ -975,7 +968,7 @@ void cluster_forward_replay(struct cluster *c, struct cluster_peer *p, struct ms
     char *r = n <= sizeof(stack) ? stack : xmalloc(n);
     memcpy(r, replay_of, a + 1);
     memcpy(r + a + 1, pub_node, n - a - 1);
-    forward_add(c, p, m, true, NULL, 0, r, n, cb, ctx);
+    forward_add(c, p, m, true, r, 0, n, cb, ctx);
     if (r != stack)
         free(r);
 }
@@ -1002,10 +995,8 @@ static void handle_forward_ack(struct cluster_peer *p, const struct wire_frame *
     while (p->pend_n > 0 && pend_at(p, 0)->is_acked) {
         struct pending_fwd *e = pend_at(p, 0);
         msg_unref(&e->m);
-        free(e->groups);
-        e->groups = NULL;
-        free(e->replay);
-        e->replay = NULL;
+        free(e->extra);
+        e->extra = NULL;
         p->pend_head = (p->pend_head + 1) % p->pend_cap;
         p->pend_n--;
         p->first_id++;

@@ -47,6 +47,23 @@ static inline uint8_t *buf_head(const struct buf *b)
     return b->data + b->off;
 }
 /* Empties the buffer, keeping its storage. */
+/* n-byte big-endian integers (n <= 8), for the stored formats. */
+static inline void be_put(uint8_t *w, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        w[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t be_get(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
 static inline void buf_reset(struct buf *b)
 {
     b->off = 0;

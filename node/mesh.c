@@ -575,9 +575,7 @@ static void on_replayed(void *ctx, int rc, struct msg *m, const char *node_id)
     (void)m;
     if (rc < 0 && rc != ERR_CANCELED)
         log_ratelimited(LOG_LEVEL_WARN, "cluster",
-                        "parked message not delivered again node=%s "
-                        "rc=%s",
-                        node_id, err_str(rc));
+                        "parked message not delivered again node=%s rc=%s", node_id, err_str(rc));
     else if (rc == 0)
         b->stats.fwd_replayed++;
 }
@@ -594,12 +592,11 @@ void mesh_replay(struct broker *b, struct msg *m, const char *pub_node, const ch
             cluster_forward_replay(b->cluster, b->fwd_to[i].p, m, parked_for, pub_node, on_replayed,
                                    b);
     b->n_fwd_to = 0;
-    b->share_filter = false;
-    b->allow = NULL;
+    b->allow = NULL; /* shared groups: nothing allowed */
     b->n_allow = 0;
+    b->share_filter = true;
     b->in_forward = true;
     b->fwd_plain = true;
-    b->share_filter = true; /* with nothing allowed */
     b->fwd_pub = pub_node;
     b->replay_of = parked_for;
     router_publish(b, m, NULL);

@@ -20,6 +20,7 @@
 
 #include "conf/conf.h"
 #include "node/broker.h"
+#include "node/buf.h"
 #include "node/clock.h"
 #include "node/err.h"
 #include "node/mesh.h"
@@ -81,7 +82,7 @@ bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m)
     }
     if (!mv)
         return b->replay_of == NULL;
-    const char *pub = b->in_forward && b->fwd_pub ? b->fwd_pub : b->conf->node_id;
+    const char *pub = b->fwd_pub ? b->fwd_pub : b->conf->node_id; /* set while forwarded */
     struct moved_pub *e = pub_find(mv, pub);
     if (b->replay_of)
         return strcmp(mv->from, b->replay_of) == 0 && (!e || m->pub_seq < e->first);
@@ -102,16 +103,13 @@ size_t mesh_park_size(const struct broker *b, const struct msg *m)
 
 void mesh_park_write(const struct broker *b, const struct msg *m, uint8_t *out)
 {
-    size_t n = strlen(b->conf->node_id);
-    if (n > 255)
-        n = 255; /* node ids are far shorter (conf checks them) */
+    size_t n =
+        strlen(b->conf->node_id); /* at most 64: conf checks it, and a host name is shorter */
     out[0] = PARK_MAGIC;
     out[1] = (uint8_t)n;
     memcpy(out + 2, b->conf->node_id, n);
-    uint8_t *w = out + 2 + n;
-    for (int i = 0; i < 8; i++)
-        w[i] = (uint8_t)(m->pub_seq >> (56 - 8 * i));
-    msg_blob_write(m, w + 8, clock_now_ms(), clock_wall_s() * 1000u);
+    be_put(out + 2 + n, m->pub_seq, 8);
+    msg_blob_write(m, out + 2 + n + 8, clock_now_ms(), clock_wall_s() * 1000u);
 }
 
 struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_cap)
@@ -127,12 +125,8 @@ struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_c
     size_t n = p[1];
     memcpy(pub, p + 2, n);
     pub[n] = '\0';
-    const uint8_t *r = p + 2 + n;
-    uint64_t seq = 0;
-    for (int i = 0; i < 8; i++)
-        seq = seq << 8 | r[i];
-    struct msg *m = msg_blob_read(r + 8, len - (2 + n + 8), now, wall);
+    struct msg *m = msg_blob_read(p + 2 + n + 8, len - (2 + n + 8), now, wall);
     if (m)
-        m->pub_seq = seq;
+        m->pub_seq = be_get(p + 2 + n, 8);
     return m;
 }

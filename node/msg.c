@@ -85,22 +85,6 @@ uint64_t msg_live_count(void)
     return live;
 }
 
-static void put_be(uint8_t *w, uint64_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--) {
-        w[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-static uint64_t get_be(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
 size_t msg_blob_size(const struct msg *m)
 {
     return MSG_BLOB_HEADER + (size_t)m->topic_len + m->props_len + m->payload_len;
@@ -113,11 +97,11 @@ void msg_blob_write(const struct msg *m, uint8_t *out, uint64_t now_ms, uint64_t
     out[1] = m->qos;
     out[2] = m->retain ? 1 : 0;
     out[3] = 0;
-    put_be(out + 4, exp, 8);
-    put_be(out + 12, m->topic_len, 2);
-    put_be(out + 14, m->props_len, 4);
-    put_be(out + 18, m->payload_len, 4);
-    put_be(out + 22, 0, 2);
+    be_put(out + 4, exp, 8);
+    be_put(out + 12, m->topic_len, 2);
+    be_put(out + 14, m->props_len, 4);
+    be_put(out + 18, m->payload_len, 4);
+    be_put(out + 22, 0, 2);
     uint8_t *w = out + MSG_BLOB_HEADER;
     memcpy(w, m->topic, m->topic_len);
     w += m->topic_len;
@@ -132,10 +116,10 @@ struct msg *msg_blob_read(const uint8_t *p, size_t len, uint64_t now_ms, uint64_
 {
     if (len < MSG_BLOB_HEADER || p[0] != 1 || p[1] > 2)
         return NULL;
-    uint64_t exp = get_be(p + 4, 8);
-    size_t tl = (size_t)get_be(p + 12, 2);
-    size_t pl = (size_t)get_be(p + 14, 4);
-    size_t yl = (size_t)get_be(p + 18, 4);
+    uint64_t exp = be_get(p + 4, 8);
+    size_t tl = (size_t)be_get(p + 12, 2);
+    size_t pl = (size_t)be_get(p + 14, 4);
+    size_t yl = (size_t)be_get(p + 18, 4);
     if (tl == 0 || len != MSG_BLOB_HEADER + tl + pl + yl)
         return NULL;
     const uint8_t *t = p + MSG_BLOB_HEADER;
