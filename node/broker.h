@@ -128,9 +128,9 @@ struct broker {
     /* Sessions that moved here from another node and may be owed its parked messages
      * (node/mesh_moved.c). While a publish is routed: the node that published it, and the
      * node it was parked for when it is delivered again (NULL: live). */
-    const char *fwd_pub;
     const char *replay_of;
-    uint64_t pub_seq; /* the last sequence number this node gave a QoS >= 1 publish */
+    uint64_t pub_seq;      /* the last sequence number this node gave a QoS >= 1 publish */
+    const char *self_name; /* conf->node_id interned (node/names.h), once the cluster is on */
 
     struct keepalive_entry start_retry; /* loading stored sessions again */
     uint64_t started_ms;

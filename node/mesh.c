@@ -24,6 +24,7 @@
 #include "node/handle.h"
 #include "node/log.h"
 #include "node/msg.h"
+#include "node/names.h"
 #include "node/persist.h"
 #include "node/retain.h"
 #include "node/router.h"
@@ -208,7 +209,8 @@ static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t 
     struct broker *b = ctx;
     b->in_forward = true;
     b->fwd_plain = plain;
-    b->fwd_pub = pub_node;
+    if (m->pub_seq)
+        m->pub_node = names_intern(pub_node, strlen(pub_node));
     b->replay_of = replay_of;
     b->share_filter = true;
     /* struct wire_str and struct mesh_allow are both (pointer, length). */
@@ -226,7 +228,6 @@ static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t 
     b->share_filter = false;
     b->fwd_plain = false;
     b->in_forward = false;
-    b->fwd_pub = NULL;
     b->replay_of = NULL;
     if (allow != stack)
         free(allow);
@@ -341,6 +342,7 @@ int mesh_start(struct broker *b)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     b->pub_seq = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    b->self_name = names_intern(cf->node_id, strlen(cf->node_id));
     if (cf->cluster_secret_file && read_secret(cf->cluster_secret_file, &secret, &secret_len)) {
         log_error("cluster", "cannot read cluster_secret_file %s", cf->cluster_secret_file);
         return ERR_IO;
@@ -597,12 +599,11 @@ void mesh_replay(struct broker *b, struct msg *m, const char *pub_node, const ch
     b->share_filter = true;
     b->in_forward = true;
     b->fwd_plain = true;
-    b->fwd_pub = pub_node;
     b->replay_of = parked_for;
+    m->pub_node = names_intern(pub_node, strlen(pub_node));
     router_publish(b, m, NULL);
     b->share_filter = false;
     b->replay_of = NULL;
-    b->fwd_pub = NULL;
     b->fwd_plain = false;
     b->in_forward = false;
 }

@@ -88,6 +88,9 @@ void mesh_moved_free(struct session *s);
  * (a replay it does not need); records the first sequence number of each publisher it gets
  * after a move. */
 bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m);
+/* Records that moved session s holds m in its stored queue: a replay of it, or of anything
+ * its publisher sent before it, is not taken again. */
+void mesh_moved_stored(struct session *s, const struct msg *m);
 /* Delivers a message parked for parked_for, published by pub_node, to the sessions that moved
  * away from parked_for: here, and on every member with a matching route. */
 void mesh_replay(struct broker *b, struct msg *m, const char *pub_node, const char *parked_for);

@@ -14,6 +14,12 @@
  * one publisher's messages reach a node in order. So the first number a moved session gets
  * from a publisher on its new node divides that publisher's stream: a replayed message before
  * it was missed, and one from it on arrived already.
+ *
+ * It may also hold the message in its stored queue: the node it left stored it and died
+ * before acknowledging the forward. A publisher's messages are stored in order too, so the
+ * last number the session read back from the store is where the missed part begins. What
+ * was stored twice anyway (a replay appended to a session kept in the store) is dropped when
+ * the queue is read back (node/persist.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +38,9 @@
 #define PARK_MAGIC    0x50             /* 'P': a parked entry (a bare message blob starts 1) */
 
 struct moved_pub {
-    char *node;
-    uint64_t first;
+    const char *node; /* interned (node/names.h) */
+    uint64_t have;    /* the last number it holds from the store, 0 = none */
+    uint64_t first;   /* the first number it got live on this node, 0 = none yet */
 };
 
 struct session_moved {
@@ -48,8 +55,6 @@ void mesh_moved_free(struct session *s)
     struct session_moved *mv = s->moved;
     if (!mv)
         return;
-    for (size_t i = 0; i < mv->n_pubs; i++)
-        free(mv->pubs[i].node);
     free(mv->pubs);
     free(mv->from);
     free(mv);
@@ -65,12 +70,23 @@ void mesh_moved_mark(struct session *s, const char *from)
     s->moved = mv;
 }
 
-static struct moved_pub *pub_find(struct session_moved *mv, const char *node)
+static struct moved_pub *pub_get(struct session_moved *mv, const char *node)
 {
     for (size_t i = 0; i < mv->n_pubs; i++)
-        if (strcmp(mv->pubs[i].node, node) == 0)
+        if (mv->pubs[i].node == node)
             return &mv->pubs[i];
-    return NULL;
+    if (mv->n_pubs == MOVED_PUB_MAX)
+        return NULL;
+    mv->pubs = xrealloc(mv->pubs, (mv->n_pubs + 1) * sizeof(*mv->pubs));
+    mv->pubs[mv->n_pubs] = (struct moved_pub){node, 0, 0};
+    return &mv->pubs[mv->n_pubs++];
+}
+
+void mesh_moved_stored(struct session *s, const struct msg *m)
+{
+    struct moved_pub *e;
+    if (s->moved && m->pub_node && (e = pub_get(s->moved, m->pub_node)) && m->pub_seq > e->have)
+        e->have = m->pub_seq;
 }
 
 bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m)
@@ -82,32 +98,35 @@ bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m)
     }
     if (!mv)
         return b->replay_of == NULL;
-    const char *pub = b->fwd_pub ? b->fwd_pub : b->conf->node_id; /* set while forwarded */
-    struct moved_pub *e = pub_find(mv, pub);
+    struct moved_pub *e = m->pub_node ? pub_get(mv, m->pub_node) : NULL;
     if (b->replay_of)
-        return strcmp(mv->from, b->replay_of) == 0 && (!e || m->pub_seq < e->first);
-    if (!e && m->pub_seq && mv->n_pubs < MOVED_PUB_MAX) {
-        mv->pubs = xrealloc(mv->pubs, (mv->n_pubs + 1) * sizeof(*mv->pubs));
-        mv->pubs[mv->n_pubs++] = (struct moved_pub){xstrdup(pub), m->pub_seq};
-    }
+        return strcmp(mv->from, b->replay_of) == 0 &&
+               (!e || (m->pub_seq > e->have && (!e->first || m->pub_seq < e->first)));
+    if (e && !e->first)
+        e->first = m->pub_seq;
     return true;
 }
 
 /* ---- parked entries: MAGIC, publisher length (1 byte), publisher, sequence (8, big-endian),
  * then the message blob ------------------------------------------------------------------- */
 
+static const char *park_pub(const struct broker *b, const struct msg *m)
+{
+    return m->pub_node ? m->pub_node : b->conf->node_id;
+}
+
 size_t mesh_park_size(const struct broker *b, const struct msg *m)
 {
-    return 2 + strlen(b->conf->node_id) + 8 + msg_blob_size(m);
+    return 2 + strlen(park_pub(b, m)) + 8 + msg_blob_size(m);
 }
 
 void mesh_park_write(const struct broker *b, const struct msg *m, uint8_t *out)
 {
-    size_t n =
-        strlen(b->conf->node_id); /* at most 64: conf checks it, and a host name is shorter */
+    const char *pub = park_pub(b, m);
+    size_t n = strlen(pub); /* at most 64: conf checks node ids */
     out[0] = PARK_MAGIC;
     out[1] = (uint8_t)n;
-    memcpy(out + 2, b->conf->node_id, n);
+    memcpy(out + 2, pub, n);
     be_put(out + 2 + n, m->pub_seq, 8);
     msg_blob_write(m, out + 2 + n + 8, clock_now_ms(), clock_wall_s() * 1000u);
 }

@@ -21,12 +21,13 @@ struct msg {
     uint16_t topic_len;
     uint32_t props_len; /* encoded forwardable properties (no length prefix) */
     uint32_t payload_len;
-    uint64_t expiry_ms; /* monotonic deadline (clock_now_ms), 0 = never expires */
-    uint64_t origin;    /* id of the publishing session, for no-local; 0 = none */
-    uint64_t pub_seq;   /* publishing node's sequence number (QoS >= 1 in a cluster); 0 = none */
-    char *topic;        /* NUL-terminated, inside data */
-    uint8_t *props;     /* inside data */
-    uint8_t *payload;   /* inside data */
+    uint64_t expiry_ms;   /* monotonic deadline (clock_now_ms), 0 = never expires */
+    uint64_t origin;      /* id of the publishing session, for no-local; 0 = none */
+    uint64_t pub_seq;     /* publishing node's sequence number (QoS >= 1 in a cluster); 0 = none */
+    const char *pub_node; /* and that node's id (node/names.h), NULL with pub_seq 0 */
+    char *topic;          /* NUL-terminated, inside data */
+    uint8_t *props;       /* inside data */
+    uint8_t *payload;     /* inside data */
     uint8_t *cache[MSG_CACHE_N];
     uint16_t cache_len[MSG_CACHE_N];
     uint8_t data[];

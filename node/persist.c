@@ -10,6 +10,7 @@
  */
 #include "node/persist.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,11 +25,12 @@
 #include "node/log.h"
 #include "node/mesh.h"
 #include "node/msg.h"
+#include "node/names.h"
 #include "node/session.h"
 #include "store/store.h"
 
 #define PERSIST_STATE_VERSION 2 /* 1: without the will */
-#define PERSIST_DLV_VERSION   1
+#define PERSIST_DLV_VERSION   2 /* 1: without the publishing node and its number */
 
 void session__will_detach(struct session *s, int err);
 
@@ -238,6 +240,14 @@ static void dlv_write(const struct session_dlv *d, struct buf *o)
     put8(o, d->n_sub_ids);
     for (uint8_t i = 0; i < d->n_sub_ids; i++)
         put32(o, d->sub_ids[i]);
+    /* Who published it and under which number: one message stored twice is told apart. */
+    const char *pub = d->m->pub_seq ? d->m->pub_node : NULL;
+    size_t pn = pub ? strlen(pub) : 0;
+    put8(o, (uint8_t)pn);
+    if (pn) {
+        buf_append(o, pub, pn);
+        put64(o, d->m->pub_seq);
+    }
     size_t n = msg_blob_size(d->m);
     uint8_t *w = buf_reserve(o, n);
     msg_blob_write(d->m, w, clock_now_ms(), clock_wall_s() * 1000u);
@@ -249,7 +259,8 @@ static int dlv_read(const uint8_t *p, size_t n, struct session_dlv *d)
 {
     struct reader r = {p, n, false};
     memset(d, 0, sizeof(*d));
-    if (get(&r, 1) != PERSIST_DLV_VERSION)
+    uint8_t v = (uint8_t)get(&r, 1);
+    if (v != 1 && v != PERSIST_DLV_VERSION)
         return ERR_MALFORMED;
     d->qos = (uint8_t)get(&r, 1);
     d->retain = get(&r, 1) != 0;
@@ -259,10 +270,27 @@ static int dlv_read(const uint8_t *p, size_t n, struct session_dlv *d)
         if (d->n_sub_ids < SESSION_MAX_SUB_IDS)
             d->sub_ids[d->n_sub_ids++] = id;
     }
+    const char *pub = NULL;
+    size_t pn = v >= 2 ? (size_t)get(&r, 1) : 0;
+    uint64_t seq = 0;
+    if (pn && !r.is_bad && r.n >= pn) {
+        pub = names_intern((const char *)r.p, pn);
+        r.p += pn;
+        r.n -= pn;
+        seq = get(&r, 8);
+    } else if (pn) {
+        r.is_bad = true;
+    }
     if (r.is_bad || d->qos == 0 || d->qos > 2)
         return ERR_MALFORMED;
     d->m = msg_blob_read(r.p, r.n, clock_now_ms(), clock_wall_s() * 1000u);
-    return d->m ? 0 : ERR_MALFORMED;
+    if (!d->m)
+        return ERR_MALFORMED;
+    if (pub && seq) {
+        d->m->pub_node = pub;
+        d->m->pub_seq = seq;
+    }
+    return 0;
 }
 
 /* ---- session writes --------------------------------------------------------------------- */
@@ -370,6 +398,7 @@ void persist_detach(struct session *s)
     }
     session_queue_clear_inflight(s);
     s->stored_backlog = 0;
+    s->trim_carry = 0;
     s->is_stored = true;
 }
 
@@ -599,7 +628,10 @@ void persist_dlv_done(struct session *s, const struct session_dlv *d)
         s->stored_backlog--;
     /* Acknowledgements come in bursts: one trim per session per loop pass. */
     struct broker *b = s->b;
-    if (s->pending_trim++ > 0)
+    uint32_t k = 1 + d->trim_extra + s->trim_carry;
+    s->trim_carry = 0;
+    s->pending_trim += k;
+    if (s->pending_trim > k)
         return;
     if (b->n_trims == b->cap_trims) {
         b->cap_trims = b->cap_trims ? b->cap_trims * 2 : 64;
@@ -678,6 +710,99 @@ static struct session *session_from_state(struct broker *b, const char *id, stru
     return s;
 }
 
+struct stored_key {
+    const char *node;
+    uint64_t seq;
+    size_t i;
+    bool retain;
+};
+
+static int stored_key_cmp(const void *a, const void *b)
+{
+    const struct stored_key *x = a, *y = b;
+    if (x->node != y->node)
+        return (uintptr_t)x->node < (uintptr_t)y->node ? -1 : 1;
+    if (x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    if (x->retain != y->retain)
+        return x->retain ? 1 : -1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * Marks in skip[] the later copies of a message stored twice for one session. That happens
+ * when its node stored it and died before acknowledging the forward to the publisher's node:
+ * the forward, parked for the dead node, is delivered again to whoever holds the session by
+ * then, and lands in the stored queue a second time. Copies are told apart by publishing
+ * node, its number, and the retain flag (a retained copy sent at subscribe is another
+ * delivery of the same message).
+ */
+static void mark_copies(const struct session_dlv *ds, size_t n, bool *skip)
+{
+    struct stored_key *k = xmalloc(n * sizeof(*k));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!skip[i] && ds[i].m->pub_node)
+            k[m++] = (struct stored_key){ds[i].m->pub_node, ds[i].m->pub_seq, i, ds[i].retain};
+    qsort(k, m, sizeof(*k), stored_key_cmp);
+    for (size_t j = 1; j < m; j++)
+        if (k[j].node == k[j - 1].node && k[j].seq == k[j - 1].seq &&
+            k[j].retain == k[j - 1].retain)
+            skip[k[j].i] = true;
+    free(k);
+}
+
+/*
+ * Puts a resumed session's stored queue in front of its local one. Stored messages are older
+ * than anything queued while the load ran, and leave the store only as they leave the session:
+ * trims count from the head, so each entry skipped here (unreadable, or a second copy) is
+ * trimmed along with the entry read back before it.
+ */
+static void read_back(struct session *s, const struct store_blob *queue, size_t n)
+{
+    if (n == 0)
+        return;
+    struct session_dlv *ds = xcalloc(n, sizeof(*ds));
+    bool *skip = xcalloc(n, sizeof(*skip));
+    size_t n_bad = 0, n_copies = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (dlv_read(queue[i].p, queue[i].len, &ds[i]) < 0) {
+            skip[i] = true;
+            n_bad++;
+        }
+    }
+    mark_copies(ds, n, skip);
+    size_t last = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        if (!skip[i]) {
+            last = i;
+            ds[i].from_store = true;
+            if (s->moved)
+                mesh_moved_stored(s, ds[i].m);
+            continue;
+        }
+        if (ds[i].m)
+            n_copies++;
+        if (last == SIZE_MAX)
+            s->trim_carry++;
+        else
+            ds[last].trim_extra++;
+    }
+    for (size_t i = n; i-- > 0;) {
+        if (!skip[i]) {
+            s->stored_backlog++;
+            session_queue_push_front(s, &ds[i]);
+        }
+        msg_unref(&ds[i].m);
+    }
+    free(skip);
+    free(ds);
+    if (n_bad)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "stored messages unreadable n=%zu", n_bad);
+    if (n_copies)
+        log_ratelimited(LOG_LEVEL_INFO, "persist", "stored second copies skipped n=%zu", n_copies);
+}
+
 static void on_loaded(void *ctx, int rc, struct store_blob state, const struct store_blob *queue,
                       size_t n)
 {
@@ -709,21 +834,8 @@ static void on_loaded(void *ctx, int rc, struct store_blob state, const struct s
         if (s && !r->clean_start && r->prev_owner && mesh_is_on(b) &&
             (is_loaded || strcmp(r->prev_owner, b->conf->node_id) != 0))
             mesh_moved_mark(s, r->prev_owner);
-        if (s && !s->conn && !r->clean_start) {
-            /* Stored messages are older than anything queued while this ran: they go first,
-             * and leave the store only as they leave the session. */
-            for (size_t i = n; i-- > 0;) {
-                struct session_dlv d;
-                if (dlv_read(queue[i].p, queue[i].len, &d) < 0) {
-                    log_ratelimited(LOG_LEVEL_WARN, "persist", "stored message unreadable");
-                    continue;
-                }
-                d.from_store = true;
-                s->stored_backlog++;
-                session_queue_push_front(s, &d);
-                msg_unref(&d.m);
-            }
-        }
+        if (s && !s->conn && !r->clean_start)
+            read_back(s, queue, n);
     }
     if (rc < 0 && rc != ERR_CANCELED)
         log_ratelimited(LOG_LEVEL_WARN, "persist", "session resume failed rc=%s", err_str(rc));

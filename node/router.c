@@ -68,6 +68,7 @@ static void on_match(void *ctx, void *owner, void *rec)
         d->retain = retain;
         d->n_sub_ids = 0;
         d->from_store = false;
+        d->trim_extra = 0;
     }
     if (sub->sub_id && d->n_sub_ids < SESSION_MAX_SUB_IDS)
         d->sub_ids[d->n_sub_ids++] = sub->sub_id;
@@ -105,8 +106,10 @@ void router_publish(struct broker *b, struct msg *m, const struct session *from)
         mesh_retain_changed(b, m);
     }
     if (b->cluster && !b->in_forward) {
-        if (m->qos)
+        if (m->qos) {
             m->pub_seq = ++b->pub_seq;
+            m->pub_node = b->self_name;
+        }
         mesh_pick(b, m);
     }
     b->match_gen++;

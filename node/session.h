@@ -39,7 +39,8 @@ struct session_dlv {
     uint8_t n_sub_ids;
     uint8_t qos;
     bool retain;
-    bool from_store; /* read from the stored queue: trimmed there once it leaves */
+    bool from_store;     /* read from the stored queue: trimmed there once it leaves */
+    uint32_t trim_extra; /* stored entries right behind it that were skipped: trimmed with it */
 };
 
 enum session_inflight_state {
@@ -118,6 +119,7 @@ struct session {
     uint64_t epoch;              /* owner epoch in a durable store, fencing its writes */
     uint32_t stored_backlog;     /* messages read from the store and not yet gone */
     uint32_t pending_trim;       /* stored messages gone this loop pass, trimmed in one request */
+    uint32_t trim_carry;         /* skipped stored entries ahead of the first one read back */
     bool is_stored;              /* offline, its queue lives in the durable store */
     struct session_moved *moved; /* came from another node lately (node/mesh_moved.c) */
 

@@ -527,6 +527,44 @@ def test_sessions_of_a_dead_node_are_adopted_and_lose_nothing(cluster):
             cid, len(late), parked, late[:10])
 
 
+# Copies one entry of a list to its tail, byte for byte.
+_COPY_ENTRY = "redis.call('RPUSH', KEYS[1], redis.call('LINDEX', KEYS[1], ARGV[1])) return 1"
+
+
+def test_a_message_stored_twice_for_a_session_is_delivered_once(cluster):
+    """A node that stores a forwarded message for a session and dies before acknowledging the
+    forward leaves it in the session's stored queue, and parked for the dead node: the park
+    appends it a second time. Made by hand here: the second copy, and an unreadable entry at
+    the head, are skipped at resume and still trimmed, so nothing comes back at the next
+    resume either."""
+    n1, n2, _ = cluster.nodes
+    cid = helpers.unique("twice")
+    topic = prefix("twice") + "/q"
+    make_session(n1, cid, topic)
+    publish_qos1(n1, topic, [b"a", b"b", b"c"])
+    key = "shoal:v1:{%s}:q" % cid
+    assert cluster.redis.cli("LLEN", key).strip() == "3"
+    assert cluster.redis.cli("EVAL", _COPY_ENTRY, "1", key, "1").strip() == "1"
+    assert cluster.redis.cli("LPUSH", key, "not a stored message").strip() == "5"
+    c = resume(n2, cid)
+    try:
+        assert receive_all(c, 4, timeout=3) == [b"a", b"b", b"c"]
+        c.send(R.disconnect())
+    finally:
+        c.close()
+    assert "stored second copies skipped n=1" in n2.stderr()
+    deadline = time.monotonic() + 5
+    while cluster.redis.cli("LLEN", key).strip() != "0" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cluster.redis.cli("LLEN", key).strip() == "0", "entries left behind"
+    publish_qos1(n1, topic, [b"d"])
+    c = resume(n1, cid)
+    try:
+        assert receive_all(c, 2, timeout=2) == [b"d"]
+    finally:
+        c.close()
+
+
 class FollowingSubscriber(threading.Thread):
     """A persistent QoS 1 subscriber that, when its node goes away, reconnects at once with the
     same client id and clean start false to the next node of its list, and goes on. Records
@@ -638,14 +676,16 @@ def test_subscribers_of_a_killed_node_reconnect_elsewhere_and_lose_nothing(clust
         assert not missing, "%s: %d of %d acknowledged messages lost (%d parked), first %r" % (
             sb.client_id, len(missing), len(want), parked, missing[:5])
         # A message node3 had sent and not seen acknowledged comes again from the stored
-        # queue after the reconnect (a QoS 1 resend). Twice after the reconnect is allowed
-        # only for a message node3 stored but had not yet acknowledged to its publisher when
-        # it died: it is in the stored queue and was parked as well. Each publisher has one
-        # such message in flight. A replay not matched against what came by the new node
-        # would repeat every message of the seconds before node3 is declared dead.
+        # queue after the reconnect (a QoS 1 resend). Twice after the reconnect: a message
+        # node3 stored and had not acknowledged to its publisher is in the stored queue and
+        # parked as well, and the replay is refused by its number. One message may still come
+        # twice: node3 delivered it, saw it acknowledged and trimmed it before acknowledging
+        # the forward (cluster/README.md). Without the check against the stored queue it is
+        # one per publisher; without the check against what came by the new node, every
+        # message of the seconds before node3 is declared dead.
         after = collections.Counter(x for x, _ in sb.got[sb.resumed_at:])
         twice = sorted(x for x, n in after.items() if n > 1)
-        assert len(twice) <= len(pubs), "%s: %d messages twice after the reconnect: %r" % (
+        assert len(twice) <= 1, "%s: %d messages twice after the reconnect: %r" % (
             sb.client_id, len(twice), twice[:20])
         resent = sum(collections.Counter(x for x, _ in sb.got).values()) - len(got)
         dups.append((resent, len(twice)))
