@@ -1716,3 +1716,10 @@ const struct cluster_stats *cluster_get_stats(const struct cluster *c)
 {
     return &c->stats;
 }
+
+void cluster_peer_foreach(const struct cluster *c,
+                          void (*fn)(void *ctx, const char *node_id, bool is_up), void *ctx)
+{
+    for (const struct cluster_peer *p = c->peers; p; p = p->next)
+        fn(ctx, p->node_id, p->link != NULL && p->is_joined && !p->is_gone);
+}

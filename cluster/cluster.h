@@ -149,4 +149,10 @@ struct cluster_stats {
 };
 const struct cluster_stats *cluster_get_stats(const struct cluster *c);
 
+/* Calls fn once for each member this node knows of (itself excluded) with its node id
+ * (borrowed for the call) and whether it is linked and joined now: per-member link state for
+ * metrics. fn must not change the cluster. */
+void cluster_peer_foreach(const struct cluster *c,
+                          void (*fn)(void *ctx, const char *node_id, bool is_up), void *ctx);
+
 #endif

@@ -319,6 +319,7 @@ void conf_free(struct conf **pc)
     free(c->cluster_dns);
     free(c->cluster_name);
     free(c->cluster_secret_file);
+    free(c->http_bind);
     free(c);
     *pc = NULL;
 }

@@ -82,6 +82,10 @@ struct conf {
     char *cluster_dns;         /* a name whose A/AAAA records are seeds */
     char *cluster_name;        /* default "shoal" */
     char *cluster_secret_file; /* path; its contents (trailing newline cut) are the secret */
+
+    /* Metrics and health endpoint: http_port 0 when there is none. */
+    uint16_t http_port; /* http_listener PORT */
+    char *http_bind;    /* its bind address; NULL = all */
 };
 
 /*

@@ -17,7 +17,6 @@
 #include "node/log.h"
 
 #define LATER_CLUSTER "clustering arrives with cluster support"
-#define LATER_HTTP    "the metrics endpoint arrives with the HTTP listener"
 #define NO_PLS        "security settings apply to every listener"
 
 static bool is_first(const struct conf__parser *p, const struct conf__directive *d)
@@ -352,6 +351,21 @@ static int set_cluster_listener(struct conf__parser *p, const struct conf__direc
     return 0;
 }
 
+static int set_http_listener(struct conf__parser *p, const struct conf__directive *d, void *base)
+{
+    struct conf *c = base;
+    int64_t port;
+
+    if (!is_first(p, d))
+        return conf__error(p, "%s: only one HTTP listener is supported", d->name);
+    int rc = parse_int(p, d, p->argv[1], &port);
+    if (rc)
+        return rc;
+    c->http_port = (uint16_t)port;
+    c->http_bind = p->argc > 2 ? xstrdup(p->argv[2]) : NULL;
+    return 0;
+}
+
 /* One HOST:PORT, or a comma-separated list of them; HOST may be [IPv6]. */
 static bool host_port_ok(const char *v, size_t n)
 {
@@ -453,7 +467,7 @@ const struct conf__directive conf__directives[] = {
     {"cluster_dns", CONF__T_WORD, G(cluster_dns), 0, 0, 1, 1, NULL, NULL},
     {"cluster_name", CONF__T_WORD, G(cluster_name), 0, 0, 1, 1, set_node_id, NULL},
     {"cluster_secret_file", CONF__T_STRING, G(cluster_secret_file), 0, 0, 1, 1, NULL, NULL},
-    {"http_listener", CONF__T_NONE, NOFIELD, 0, 0, 1, 2, NULL, LATER_HTTP},
+    {"http_listener", CONF__T_NONE, NOFIELD, 1, U16MAX, 1, 2, set_http_listener, NULL},
 };
 
 const size_t conf__n_directives = sizeof(conf__directives) / sizeof(conf__directives[0]);

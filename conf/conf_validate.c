@@ -252,6 +252,33 @@ static int check_cluster(struct conf__parser *p)
     return 0;
 }
 
+/* Two sockets on one port collide unless both name different addresses. */
+static bool binds_overlap(const char *a, const char *b)
+{
+    return !a || !b || strcmp(a, b) == 0;
+}
+
+/* The HTTP listener shares no port with an MQTT or cluster listener: a clash would otherwise
+ * surface only at start, as a bind error. */
+static int check_http(struct conf__parser *p)
+{
+    const struct conf *c = p->c;
+
+    if (c->http_port == 0)
+        return 0;
+    const struct conf__origin *o = conf__seen(p, "http_listener");
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        const struct conf_listener *l = &c->listeners[i];
+        if (l->port == c->http_port && binds_overlap(l->bind, c->http_bind))
+            return conf__error_at(p, o, "http_listener: port %u is also an MQTT listener",
+                                  (unsigned)c->http_port);
+    }
+    if (c->cluster_port == c->http_port && binds_overlap(c->cluster_bind, c->http_bind))
+        return conf__error_at(p, o, "http_listener: port %u is also the cluster listener",
+                              (unsigned)c->http_port);
+    return 0;
+}
+
 int conf__finish(struct conf__parser *p, int port_override)
 {
     int rc = make_listeners(p, port_override);
@@ -263,6 +290,8 @@ int conf__finish(struct conf__parser *p, int port_override)
         rc = check_tls(p);
     if (rc == 0)
         rc = check_cluster(p);
+    if (rc == 0)
+        rc = check_http(p);
     if (rc == 0)
         fill_late_defaults(p);
     return rc;

@@ -13,6 +13,7 @@
 #include "node/conn.h"
 #include "node/err.h"
 #include "node/handle.h"
+#include "node/http.h"
 #include "node/listener.h"
 #include "node/log.h"
 #include "node/mesh.h"
@@ -297,6 +298,10 @@ int broker_start(struct broker *b, uv_loop_t *loop, struct conf *c)
     rc = signals_start(b);
     if (rc < 0)
         return rc;
+    /* Before serving: /healthz answers during start-up, /readyz says 503 until it is over. */
+    rc = http_start(b);
+    if (rc < 0)
+        return rc;
     if (!persist_is_on(b))
         return start_serving(b);
     load_sessions(b);
@@ -309,13 +314,16 @@ void broker_stop(struct broker *b)
         return;
     b->stopping = true;
     log_info("broker", "shutting down");
+    http_stop(b);
     listener_close_all(b);
     security_stop(b);
     keepalive_cancel(&b->start_retry);
+    keepalive_cancel(&b->drain_timer);
     for (struct conn *c = b->conns; c;) {
         struct conn *next = c->next;
         conn_ref(c);
         handle_fail(c, ERR_SHUTTING_DOWN);
+        conn_close_now(c); /* one a drain sent away may still wait for its output */
         conn_unref(c);
         c = next;
     }

@@ -135,7 +135,15 @@ struct broker {
     struct keepalive_entry start_retry; /* loading stored sessions again */
     uint64_t started_ms;
     uint64_t last_sys_ms;
+    struct http *http; /* metrics and health endpoint (node/http.c); NULL without one */
     bool stopping;
+    bool has_joined; /* the cluster, once since start: readiness (node/mesh.c) */
+    bool draining;   /* SIGTERM: no new clients, sessions handed to the store (node/drain.c) */
+    bool drain_leaving;
+    uint32_t drain_waiting; /* sessions whose clients were sent away, not yet taken over */
+    uint64_t drain_started_ms;
+    uint64_t drain_linger_ms; /* left the registry: stop at this time */
+    struct keepalive_entry drain_timer;
     int exit_code;
 };
 

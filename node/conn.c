@@ -712,6 +712,13 @@ void conn_close(struct conn *c, int err)
     }
 }
 
+void conn_close_now(struct conn *c)
+{
+    if (c->state != CONN_CLOSING)
+        conn_close(c, ERR_SHUTTING_DOWN);
+    do_close(c);
+}
+
 void conn_cork(struct conn *c)
 {
     c->corked++;

@@ -146,6 +146,9 @@ void conn_uncork(struct conn *c, bool is_ok);
 /* Stops reading, flushes what is queued (a DISCONNECT or CONNACK already sent), then closes.
  * err is the reason, for logs and the will: 0 for a clean DISCONNECT. Idempotent. */
 void conn_close(struct conn *c, int err);
+/* Closes c at once, dropping output the kernel has not taken (the node is stopping: the
+ * timing wheel that bounds a graceful close no longer runs). */
+void conn_close_now(struct conn *c);
 
 /* Arms the keepalive check (1.5 x keepalive_s after the last packet) once CONNECT is done. */
 void conn_keepalive_start(struct conn *c);

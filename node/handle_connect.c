@@ -81,6 +81,13 @@ static void wait_free(struct connect_wait *w)
     conn_unref(c);
 }
 
+/* Counts a refused CONNECT by its reason and returns err. */
+static int refuse(struct conn *c, enum stats_auth why, int err)
+{
+    c->b->stats.auth_fail[why]++;
+    return err;
+}
+
 /*
  * Who the client is. Sets *user (NULL when anonymous) from the listener's certificate mapping
  * or the CONNECT's user name. Returns 0 when the client is admitted as is,
@@ -95,24 +102,24 @@ static int identify(struct conn *c, const struct codec_connect *k, const struct 
     *user = NULL;
     *ulen = 0;
     if (k->version == CODEC_V5 && CODEC_HAS(pr, CODEC_PROP_AUTH_METHOD))
-        return ERR_BAD_AUTH_METHOD;
+        return refuse(c, STATS_AUTH_METHOD, ERR_BAD_AUTH_METHOD);
     if (cl->use_identity_as_username || cl->use_subject_as_username) {
         /* The certificate is the identity; CONNECT's user name and password are not used. */
         int n = c->xp && c->xp->tls ? tls_peer_username(c->xp->tls, cert, cap) : ERR_NOT_FOUND;
         if (n <= 0)
-            return ERR_NOT_AUTHORIZED;
+            return refuse(c, STATS_AUTH_CERTIFICATE, ERR_NOT_AUTHORIZED);
         *user = cert;
         *ulen = (size_t)n;
         return 0;
     }
     if (!k->has_username)
-        return cf->allow_anonymous ? 0 : ERR_NOT_AUTHORIZED;
+        return cf->allow_anonymous ? 0 : refuse(c, STATS_AUTH_ANONYMOUS, ERR_NOT_AUTHORIZED);
     *user = (const char *)k->username.p;
     *ulen = k->username.len;
     if (c->b->auth)
         return CONNECT_NEEDS_PASSWORD;
     /* A user name nobody can verify counts only where anonymous clients are welcome. */
-    return cf->allow_anonymous ? 0 : ERR_NOT_AUTHORIZED;
+    return cf->allow_anonymous ? 0 : refuse(c, STATS_AUTH_ANONYMOUS, ERR_NOT_AUTHORIZED);
 }
 
 static bool has_allowed_prefix(const struct conf *cf, const char *id, size_t idlen)
@@ -294,7 +301,7 @@ static int connect_finish(struct conn *c, struct codec_packet *p, const char *us
         idlen = strlen(idbuf);
     }
     if (!has_allowed_prefix(cf, id, idlen))
-        return ERR_NOT_AUTHORIZED;
+        return refuse(c, STATS_AUTH_CLIENTID_PREFIX, ERR_NOT_AUTHORIZED);
     /* One connection per client id: the older one goes, before a resume reads the session's
      * stored queue, so that what the old connection still owed is read back too. */
     struct session *old_s = broker_session_find(b, id, idlen);
@@ -371,7 +378,7 @@ static void on_password_checked(void *ctx, int result)
         return;
     }
     if (c->state == CONN_CONNECTING) {
-        c->b->stats.auth_failures++;
+        c->b->stats.auth_fail[STATS_AUTH_BAD_CREDENTIALS] += result != ERR_CANCELED;
         log_ratelimited(LOG_LEVEL_INFO, "auth", "bad user name or password peer=%s",
                         conn_log_peer(c));
         handle_fail(c, result == ERR_CANCELED ? ERR_SHUTTING_DOWN : ERR_BAD_AUTH);
@@ -406,11 +413,8 @@ int handle_connect(struct conn *c, struct codec_packet *p)
     int rc = identify(c, k, &p->props, cert, sizeof(cert), &user, &ulen);
     if (rc == CONNECT_NEEDS_PASSWORD)
         return wait_for_password(c, k, user, ulen);
-    if (rc < 0) {
-        if (rc == ERR_NOT_AUTHORIZED)
-            c->b->stats.auth_failures++;
+    if (rc < 0)
         return rc;
-    }
     rc = connect_finish(c, p, user, ulen, NULL);
     return rc == CONNECT_PENDING ? 0 : rc;
 }

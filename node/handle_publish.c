@@ -90,6 +90,7 @@ int handle_publish(struct conn *c, struct codec_packet *p)
     enum codec_type ack = pub->qos == 1 ? CODEC_PUBACK : CODEC_PUBREC;
 
     b->stats.pub_received++;
+    b->stats.pub_in[pub->qos]++;
     if (c->version == 5 && CODEC_HAS(&p->props, CODEC_PROP_SUBSCRIPTION_ID))
         return ERR_PROTOCOL;
     int rc = resolve_topic(c, p, &t, &tlen);
@@ -103,6 +104,7 @@ int handle_publish(struct conn *c, struct codec_packet *p)
     }
     if (cf->message_size_limit && pub->payload.len > cf->message_size_limit) {
         b->stats.pub_dropped++;
+        b->stats.drops[STATS_DROP_TOO_LARGE]++;
         if (pub->qos == 2)
             (void)session_rx_qos2_release(c->s, pub->packet_id);
         if (pub->qos > 0)

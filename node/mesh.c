@@ -742,6 +742,19 @@ void mesh_tick(struct broker *b)
         unsettled_retry(b);
     }
     mesh_members_tick(b);
+    /* Joined once: every member in the registry is linked and its routes are held. A member
+     * that dies later does not make this node unready (Kubernetes would pull every survivor
+     * out of service at once). */
+    if (!b->has_joined) {
+        const char *awaited = mesh_members_awaited(b);
+        if (!awaited && cluster_is_joined(b->cluster)) {
+            b->has_joined = true;
+            log_info("cluster", "joined the cluster members=%zu", cluster_members(b->cluster));
+        } else if (now > b->started_ms + 5000) {
+            log_ratelimited(LOG_LEVEL_INFO, "cluster", "not joined yet, waiting for %s",
+                            awaited ? awaited : "the routes of every member");
+        }
+    }
 }
 
 struct takeover_out {

@@ -71,6 +71,9 @@ void mesh_members_tick(struct broker *b);
 /* Reads the registry now (a member was just declared dead: adopt it without waiting). */
 void mesh_members_kick(struct broker *b);
 /* Stops starting new registry work (callbacks still pending complete harmlessly). */
+/* NULL once the registry was read and every node it lists is a joined member; else what is
+ * still awaited (a node id, or the registry itself). */
+const char *mesh_members_awaited(const struct broker *b);
 void mesh_members_stop(struct broker *b);
 void mesh_members_free(struct broker *b);
 

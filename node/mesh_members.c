@@ -54,6 +54,7 @@ struct mesh_members {
     uint64_t next_list_ms;
     bool is_heartbeat_busy;
     bool is_list_busy;
+    bool is_listed_once; /* the registry was read since start */
     struct mesh_known *known;
     size_t n_known;
 
@@ -131,6 +132,7 @@ static void on_listed(void *ctx, int rc, const struct store_blob *pairs, size_t 
         log_ratelimited(LOG_LEVEL_WARN, "cluster", "member registry not read rc=%s", err_str(rc));
         return;
     }
+    mm->is_listed_once = true;
     for (size_t i = 0; i < mm->n_known; i++)
         mm->known[i].is_listed = false;
     for (size_t i = 0; i + 1 < n; i += 2) {
@@ -390,6 +392,17 @@ void mesh_members_kick(struct broker *b)
     if (b->members)
         b->members->next_list_ms = 0;
     mesh_members_tick(b);
+}
+
+const char *mesh_members_awaited(const struct broker *b)
+{
+    const struct mesh_members *mm = b->members;
+    if (!mm || !mm->is_listed_once)
+        return "the member registry";
+    for (size_t i = 0; i < mm->n_known; i++)
+        if (mm->known[i].is_listed && !cluster_is_member(b->cluster, mm->known[i].node_id))
+            return mm->known[i].node_id;
+    return NULL;
 }
 
 void mesh_members_stop(struct broker *b)

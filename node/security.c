@@ -104,6 +104,7 @@ static void on_load_done(uv_work_t *req, int status)
         if (j->result)
             discard(j->kind, j->result);
     } else if (!j->result) {
+        sec->b->stats.reload_failures++;
         log_error("security", "reload failed, previous rules stay in force: %s", j->err);
     } else {
         swap_in(sec->b, j->kind, j->result);
@@ -144,11 +145,13 @@ static void start_job(struct security *sec, enum security_kind kind)
 static void reload_tls(struct listener *l)
 {
     char err[512];
-    if (tls_ctx_reload(l->tls, err, sizeof(err)) < 0)
+    if (tls_ctx_reload(l->tls, err, sizeof(err)) < 0) {
+        l->b->stats.reload_failures++;
         log_error("security", "tls reload failed port=%u, previous files stay in force: %s",
                   l->cl->port, err);
-    else
+    } else {
         log_info("security", "tls files reloaded port=%u", l->cl->port);
+    }
 }
 
 static void on_change(uv_fs_poll_t *h, int status, const uv_stat_t *prev, const uv_stat_t *cur)

@@ -13,6 +13,7 @@
 #include "node/broker.h"
 #include "node/clock.h"
 #include "node/conn.h"
+#include "node/drain.h"
 #include "node/err.h"
 #include "node/log.h"
 #include "node/mesh.h"
@@ -70,6 +71,7 @@ void session_destroy(struct session **sp)
     free(s->subs);
     session__queue_free(s);
     mesh_moved_free(s);
+    drain_session_gone(s);
     broker_session_remove(b, s);
     free(s->client_id);
     free(s->username);

@@ -121,6 +121,7 @@ struct session {
     uint32_t pending_trim;       /* stored messages gone this loop pass, trimmed in one request */
     uint32_t trim_carry;         /* skipped stored entries ahead of the first one read back */
     bool is_stored;              /* offline, its queue lives in the durable store */
+    bool drain_wait;             /* sent away by a drain: waited for until taken over */
     struct session_moved *moved; /* came from another node lately (node/mesh_moved.c) */
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */

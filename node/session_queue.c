@@ -145,6 +145,7 @@ static int send_publish(struct session *s, const struct session_dlv *d, uint16_t
     conn_out_commit(c, (size_t)(w - w0));
     conn_out_payload(c, d->m);
     s->b->stats.pub_sent++;
+    s->b->stats.pub_out[d->qos]++;
     s->b->stats.msgs_sent++;
     return 0;
 }
@@ -196,6 +197,7 @@ static bool enqueue(struct session *s, const struct session_dlv *d)
 {
     if (!queue_has_room(s, d)) {
         s->b->stats.pub_dropped++;
+        s->b->stats.drops[STATS_DROP_QUEUE_FULL]++;
         return false;
     }
     if (s->q->q_len == s->q->q_cap) {
@@ -266,6 +268,7 @@ static bool send_new(struct session *s, struct session_dlv *d)
 {
     uint64_t now = clock_now_ms();
     if (msg_is_expired(d->m, now)) {
+        s->b->stats.drops[STATS_DROP_EXPIRED]++;
         persist_dlv_done(s, d);
         msg_unref(&d->m);
         return true;
@@ -278,6 +281,7 @@ static bool send_new(struct session *s, struct session_dlv *d)
     uint16_t pid = next_pid(s);
     if (send_publish(s, d, pid, false) < 0) {
         s->b->stats.pub_dropped++;
+        s->b->stats.drops[STATS_DROP_PACKET_TOO_LARGE]++;
         persist_dlv_done(s, d);
         msg_unref(&d->m);
         return true;
@@ -371,15 +375,20 @@ void session_deliver(struct session *s, const struct session_dlv *d)
     }
     if (d->qos == 0) {
         if (!c || c->state != CONN_ACTIVE || conn_backlog(c) > SESSION_QOS0_BACKLOG) {
-            if (c)
+            if (c) {
                 s->b->stats.pub_dropped++;
+                s->b->stats.drops[STATS_DROP_SLOW_CONSUMER]++;
+            }
             return;
         }
-        if (msg_is_expired(d->m, clock_now_ms()))
+        if (msg_is_expired(d->m, clock_now_ms())) {
+            s->b->stats.drops[STATS_DROP_EXPIRED]++;
             return;
-        if (send_publish(s, d, 0, false) < 0)
+        }
+        if (send_publish(s, d, 0, false) < 0) {
             s->b->stats.pub_dropped++;
-        else if (conn_backlog(c) > SESSION_BACKLOG_HIGH)
+            s->b->stats.drops[STATS_DROP_PACKET_TOO_LARGE]++;
+        } else if (conn_backlog(c) > SESSION_BACKLOG_HIGH)
             congest(s);
         return;
     }

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include "node/broker.h"
+#include "node/drain.h"
 #include "node/log.h"
 #include "node/security.h"
 
@@ -13,7 +14,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 {
     struct broker *b = h->data;
     log_info("signals", "received signal=%d", signum);
-    broker_stop(b);
+    drain_start(b);
 }
 
 static void on_hup(uv_signal_t *h, int signum)

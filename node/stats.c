@@ -15,8 +15,6 @@
 #include "node/router.h"
 #include "node/topic_tree.h"
 
-#define SHOAL_VERSION "0.1.0"
-
 static void pub(struct broker *b, const char *topic, const char *value)
 {
     struct msg *m = msg_create(topic, strlen(topic), NULL, 0, value, strlen(value));

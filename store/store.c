@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "node/buf.h"
+#include "node/clock.h"
 #include "node/err.h"
 #include "node/log.h"
 #include "store/store_int.h"
@@ -41,6 +42,11 @@ struct store {
     struct store__req *free_reqs;  /* recycled request objects */
     size_t n_free;
     bool is_closing;
+    struct store_stats stats;
+};
+
+const uint32_t store_latency_bounds_us[STORE_LATENCY_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
 };
 
 /* URL schemes. A NULL ops marks a scheme we know but do not support. */
@@ -145,6 +151,11 @@ bool store_is_durable(const struct store *s)
     return s && s->ops->is_durable;
 }
 
+const struct store_stats *store_get_stats(const struct store *s)
+{
+    return &s->stats;
+}
+
 bool store_is_up(const struct store *s)
 {
     if (!s || s->is_closing)
@@ -169,6 +180,7 @@ static struct store__req *req_new(struct store *s, enum store__cb_kind kind, voi
     r->kind = kind;
     r->ctx = ctx;
     r->is_inflight = true;
+    r->started_us = clock_precise_us();
     r->next = s->inflight;
     if (s->inflight)
         s->inflight->prev = r;
@@ -225,12 +237,28 @@ static int req_abort(struct store__req *r, int rc)
 
 static void on_idle(uv_idle_t *h);
 
+static void stats_record(struct store *s, const struct store__req *r, int rc)
+{
+    uint64_t now = clock_precise_us();
+    uint64_t us = now > r->started_us ? now - r->started_us : 0;
+    size_t i = 0;
+
+    while (i < STORE_LATENCY_BUCKETS && us > store_latency_bounds_us[i])
+        i++;
+    s->stats.buckets[i]++;
+    s->stats.count++;
+    s->stats.sum_us += us;
+    if (rc < 0 && rc != ERR_NOT_FOUND && rc != ERR_EXISTS && rc != ERR_QUOTA && rc != ERR_CANCELED)
+        s->stats.errors++;
+}
+
 void store__complete(struct store__req *r, int rc)
 {
     struct store *s = r->s;
 
     if (NEVER(!r->is_inflight))
         return;
+    stats_record(s, r, rc);
     inflight_unlink(r);
     r->rc = rc;
     *s->done_tail = r;

@@ -154,4 +154,27 @@ int store_park_push(struct store *s, const char *dead_node, struct store_blob ms
 int store_park_take(struct store *s, const char *dead_node, size_t max, store_retain_cb cb,
                     void *ctx);
 
+/* ---- statistics ---- */
+
+#define STORE_LATENCY_BUCKETS 13 /* finite upper bounds; one more bucket holds the rest */
+
+/* Upper bounds of the latency buckets, in microseconds, ascending: 100 us to 1 s. */
+extern const uint32_t store_latency_bounds_us[STORE_LATENCY_BUCKETS];
+
+/*
+ * Every request that completed, timed from the call that made it to its result (queueing
+ * while a redis server is down included), and those that failed for want of a working store:
+ * ERR_IO, ERR_TIMEOUT or any other error that is not an answer about the data (ERR_NOT_FOUND,
+ * ERR_EXISTS and ERR_QUOTA are answers; ERR_CANCELED at shutdown is neither).
+ */
+struct store_stats {
+    uint64_t buckets[STORE_LATENCY_BUCKETS + 1]; /* per bucket, not cumulative; last: > 1 s */
+    uint64_t count;
+    uint64_t sum_us;
+    uint64_t errors;
+};
+
+/* The counters of s (never NULL for a live store); valid until store_destroy. */
+const struct store_stats *store_get_stats(const struct store *s);
+
 #endif

@@ -29,6 +29,7 @@ struct store__req {
     enum store__cb_kind kind;
     bool is_inflight;
     int rc;
+    uint64_t started_us; /* for the latency histogram */
     union {
         store_done_cb done;
         store_claim_cb claim;

@@ -30,7 +30,7 @@ BIN = os.environ.get("SHOAL_BIN") or os.path.join(SRC, "build", "shoal")
 IMPL = os.environ.get("SHOAL_IMPL") or (
     "mosquitto" if os.path.basename(BIN).startswith("mosquitto") else "shoal")
 START_TIMEOUT = 10.0
-STOP_TIMEOUT = 5.0
+STOP_TIMEOUT = 25.0  # a clustered node drains for up to 20 s (node/drain.c)
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
                    "ThreadSanitizer")
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,

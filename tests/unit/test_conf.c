@@ -166,6 +166,8 @@ static void test_defaults(void **state)
     assert_int_equal(gethostname(host, sizeof(host)), 0);
     assert_string_equal(c->node_id, host);
     assert_string_equal(c->store_url, "memory");
+    assert_int_equal(c->http_port, 0);
+    assert_null(c->http_bind);
     assert_string_equal(c->path, put(f, "main.conf", ""));
     conf_free(&c);
     assert_null(c);
@@ -444,8 +446,19 @@ static void test_errors(void **state)
          ":3: cluster_secret_file: /nonexistent/s: No such file or directory"},
         {"store redis://h:1\ncluster_listener 70000\n",
          ":2: cluster_listener: '70000' is out of range (1..65535)"},
-        {"http_listener 8080\n", ":1: 'http_listener' is not supported yet (the metrics "
-                                 "endpoint arrives with the HTTP listener)"},
+        {"http_listener 8080\nhttp_listener 8081\n",
+         ":2: http_listener: only one HTTP listener is supported"},
+        {"http_listener 0\n", ":1: http_listener: '0' is out of range (1..65535)"},
+        {"http_listener 65536\n", ":1: http_listener: '65536' is out of range (1..65535)"},
+        {"http_listener\n", ":1: http_listener: missing value"},
+        {"http_listener 9100 127.0.0.1 x\n", ":1: http_listener: too many arguments"},
+        {"http_listener 1883\n", ":1: http_listener: port 1883 is also an MQTT listener"},
+        {"listener 8883 10.0.0.1\nhttp_listener 8883\n",
+         ":2: http_listener: port 8883 is also an MQTT listener"},
+        {"listener 8883 10.0.0.1\nhttp_listener 8883 10.0.0.1\n",
+         ":2: http_listener: port 8883 is also an MQTT listener"},
+        {"store redis://h:1\ncluster_listener 7000\nhttp_listener 7000\n",
+         ":3: http_listener: port 7000 is also the cluster listener"},
         {"store redis://localhost:port\n",
          ":1: store: malformed Redis URL (expected redis://[USER:PASS@]HOST[:PORT][/DB])"},
         {"store redis://u:secret@\n",
@@ -538,6 +551,30 @@ static void test_errors(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         expect_err(f, cases[i].text, cases[i].err);
+}
+
+static void test_http_listener(void **state)
+{
+    struct fx *f = *state;
+    struct conf *c = load(f, "http_listener 9100\n");
+    assert_int_equal(c->http_port, 9100);
+    assert_null(c->http_bind);
+    assert_int_equal(c->n_listeners, 1); /* no MQTT listener of its own */
+    assert_true(c->local_only);
+    conf_free(&c);
+
+    /* One port on two distinct addresses is no clash. */
+    c = load(f, "listener 1883 10.0.0.1\n"
+                "store redis://h:1\n"
+                "cluster_listener 7000 10.0.0.1\n"
+                "http_listener 1883 127.0.0.1\n");
+    assert_int_equal(c->http_port, 1883);
+    assert_string_equal(c->http_bind, "127.0.0.1");
+    conf_free(&c);
+    c = load(f, "listener 1883\nstore redis://h:1\ncluster_listener 7000 10.0.0.1\n"
+                "http_listener 7000 127.0.0.1\n");
+    assert_int_equal(c->http_port, 7000);
+    conf_free(&c);
 }
 
 static void test_nul_byte(void **state)
@@ -769,6 +806,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_logging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_http_listener, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nul_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_include_dir_order, setup, teardown),

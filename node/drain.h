@@ -1,0 +1,18 @@
+#ifndef SHOAL_NODE_DRAIN_H
+#define SHOAL_NODE_DRAIN_H
+
+/*
+ * Graceful drain on SIGTERM (DESIGN.md): stop accepting clients, send MQTT 5 clients away,
+ * hand every session to the store, leave the cluster, then stop, all within a bound.
+ */
+
+struct broker;
+struct session;
+
+/* Starts draining; the broker stops by itself when done or when the bound runs out. A second
+ * call stops at once. */
+void drain_start(struct broker *b);
+/* Called as a session leaves this node: one fewer to wait for. */
+void drain_session_gone(struct session *s);
+
+#endif
