@@ -5,7 +5,9 @@ JOBS       ?= $(shell nproc)
 BUILD_PKGS := cmake gcc make pkg-config libuv1-dev libssl-dev libhiredis-dev libprotobuf-c-dev \
               protobuf-c-compiler libcmocka-dev libwslay-dev libhttp-parser-dev libargon2-dev
 TEST_PKGS  := $(BUILD_PKGS) redis-server python3 python3-pytest python3-paho-mqtt \
-              mosquitto mosquitto-clients argon2 openssl clang clang-format
+              mosquitto mosquitto-clients argon2 openssl clang clang-format \
+              golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev \
+              python3-yaml yamllint
 PY         := /usr/bin/python3
 
 .PHONY: all deps test-deps build asan run test unit integ clean
