@@ -144,7 +144,7 @@ static int set_generic(struct conf__parser *p, const struct conf__directive *d, 
 
 static int set_port(struct conf__parser *p, const struct conf__directive *d, void *base)
 {
-    int64_t port;
+    int64_t port = 0; /* set by parse_int; GCC -O2 cannot see it */
     (void)base;
     int rc = parse_int(p, d, p->argv[1], &port);
     if (rc)
@@ -158,7 +158,7 @@ static int set_port(struct conf__parser *p, const struct conf__directive *d, voi
 static int set_listener(struct conf__parser *p, const struct conf__directive *d, void *base)
 {
     struct conf *c = base;
-    int64_t port;
+    int64_t port = 0; /* set by parse_int; GCC -O2 cannot see it */
 
     int rc = parse_int(p, d, p->argv[1], &port);
     if (rc)
@@ -340,7 +340,7 @@ static int set_node_id(struct conf__parser *p, const struct conf__directive *d, 
 static int set_cluster_listener(struct conf__parser *p, const struct conf__directive *d, void *base)
 {
     struct conf *c = base;
-    int64_t port;
+    int64_t port = 0; /* set by parse_int; GCC -O2 cannot see it */
 
     int rc = parse_int(p, d, p->argv[1], &port);
     if (rc)
@@ -354,7 +354,7 @@ static int set_cluster_listener(struct conf__parser *p, const struct conf__direc
 static int set_http_listener(struct conf__parser *p, const struct conf__directive *d, void *base)
 {
     struct conf *c = base;
-    int64_t port;
+    int64_t port = 0; /* set by parse_int; GCC -O2 cannot see it */
 
     if (!is_first(p, d))
         return conf__error(p, "%s: only one HTTP listener is supported", d->name);

@@ -128,8 +128,10 @@ static const char *listener_name(const struct broker *b, size_t i, char *out, si
         return out;
     }
     char bind[METRICS_LABEL_MAX];
-    (void)snprintf(out, cap, "%s:%u", esc(bind, sizeof(bind), cl->bind ? cl->bind : "*"),
-                   (unsigned)cl->port);
+    int n = snprintf(out, cap, "%s:%u", esc(bind, sizeof(bind), cl->bind ? cl->bind : "*"),
+                     (unsigned)cl->port);
+    if (n < 0 || (size_t)n >= cap) /* an address that long is cut, like any label value */
+        out[cap - 1] = '\0';
     return out;
 }
 
