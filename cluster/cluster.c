@@ -1703,13 +1703,22 @@ size_t cluster_members(const struct cluster *c)
 
 bool cluster_is_joined(const struct cluster *c)
 {
+    /* Seeds never reached are not waited for: an address from DNS or the registry may be a
+     * node that just went away. The member registry says who must be joined (node/mesh.c). */
     for (const struct cluster_peer *p = c->peers; p; p = p->next)
-        if (!p->is_joined || !p->link)
-            return false;
-    for (const struct seed *s = c->seeds; s; s = s->next)
-        if (!s->is_self && !s->node_id)
+        if (!p->is_gone && (!p->is_joined || !p->link))
             return false;
     return true;
+}
+
+struct cluster_peer *cluster_peer_by_uid(struct cluster *c, uint64_t uid)
+{
+    return peer_by_uid(c, uid);
+}
+
+const char *cluster_peer_node_id(const struct cluster_peer *p)
+{
+    return p->node_id;
 }
 
 const struct cluster_stats *cluster_get_stats(const struct cluster *c)

@@ -136,6 +136,9 @@ bool cluster_is_member(const struct cluster *c, const char *node_id);
 size_t cluster_members(const struct cluster *c);
 /* True when every member this node knows of is linked and joined (readiness). */
 bool cluster_is_joined(const struct cluster *c);
+/* The member behind a peer uid (as given to the handlers), or NULL once it is gone. */
+struct cluster_peer *cluster_peer_by_uid(struct cluster *c, uint64_t uid);
+const char *cluster_peer_node_id(const struct cluster_peer *p);
 
 struct cluster_stats {
     uint64_t forwards_sent;

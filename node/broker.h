@@ -32,6 +32,7 @@ struct persist_wait;
 struct cluster;
 struct cluster_peer;
 struct mesh_recent;
+struct mesh_handed;
 
 #define BROKER_SCRATCH_SIZE (64u * 1024u)
 
@@ -119,6 +120,10 @@ struct broker {
     bool in_forward;            /* routing a message a member forwarded */
     bool in_forward_wait;       /* its store appends are collected */
     struct mesh_recent *recent; /* takeovers received lately */
+    struct mesh_handed *handed; /* sessions taken over, still passing messages on */
+    size_t n_handed;
+    const struct msg *passed_m; /* the last message passed on, and to whom */
+    uint64_t passed_uid;
     size_t n_recent;
     struct mesh_unsettled **unsettled; /* takeovers a member has not answered yet */
     size_t n_unsettled;

@@ -28,6 +28,7 @@
 #include "node/keepalive.h"
 #include "node/listener.h"
 #include "node/log.h"
+#include "node/mesh.h"
 #include "node/persist.h"
 #include "node/session.h"
 #include "store/store.h"
@@ -59,6 +60,9 @@ static void leave(struct broker *b)
     if (b->drain_leaving)
         return;
     b->drain_leaving = true;
+    /* Their routes go now, while the links still carry the change: a member that kept
+     * routing here would wait for this node's death to park what it sent. */
+    mesh_hand_over_end(b);
     if (b->drain_waiting)
         log_warn("broker", "drain: sessions not taken over by another node n=%u", b->drain_waiting);
     if (store_member_leave(b->store, b->conf->node_id, on_left, b) < 0)

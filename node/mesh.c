@@ -20,6 +20,7 @@
 #include "node/clock.h"
 #include "node/conn.h"
 #include "node/digest.h"
+#include "node/drain.h"
 #include "node/err.h"
 #include "node/handle.h"
 #include "node/log.h"
@@ -40,6 +41,7 @@
 #define MESH_UNSETTLED_MAX       65536
 #define MESH_UNSETTLED_MS        (10 * 60 * 1000)
 #define MESH_SETTLE_MS           2000
+#define MESH_HANDED_MS           2000 /* a taken-over session passes messages on this long */
 
 /* Takeovers received lately: a CONNECT still waiting for its claim here when another member
  * claimed the id after it must not complete. */
@@ -242,6 +244,70 @@ void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok, int rc
         cluster_forward_done(b->cluster, peer_uid, tok, rc);
 }
 
+static void on_replayed(void *ctx, int rc, struct msg *m, const char *node_id);
+
+/* A session taken over by another member, kept here a moment (MESH_HANDED_MS) only to pass
+ * on what still matches it. */
+struct mesh_handed {
+    char *client_id;
+    uint64_t due_ms;
+};
+
+/*
+ * The new owner routes to the session from the moment it asks (node/persist.c), but members
+ * may go on routing to this node until this node's route change reaches them. What matches
+ * the session here meanwhile is passed on to the new owner as a replay from this node, which
+ * it takes only if it did not get it directly (node/mesh_moved.c). Then the session goes.
+ */
+static void hand_over(struct broker *b, struct session *s, uint64_t peer_uid)
+{
+    if (b->stopping || !cluster_peer_by_uid(b->cluster, peer_uid)) {
+        session_destroy(&s);
+        return;
+    }
+    if (!s->handed_to) {
+        b->handed = xrealloc(b->handed, (b->n_handed + 1) * sizeof(*b->handed));
+        b->handed[b->n_handed++] =
+            (struct mesh_handed){xstrdup(s->client_id), clock_now_ms() + MESH_HANDED_MS};
+    }
+    s->handed_to = peer_uid;
+    drain_session_gone(s);
+}
+
+static void handed_expire(struct broker *b, bool is_all)
+{
+    uint64_t now = is_all ? UINT64_MAX : clock_now_ms();
+    size_t k = 0;
+    for (size_t i = 0; i < b->n_handed; i++) {
+        struct mesh_handed *h = &b->handed[i];
+        if (now < h->due_ms) {
+            b->handed[k++] = *h;
+            continue;
+        }
+        struct session *s = broker_session_find(b, h->client_id, strlen(h->client_id));
+        if (s && s->handed_to && !s->conn)
+            session_destroy(&s);
+        free(h->client_id);
+    }
+    b->n_handed = k;
+}
+
+void mesh_hand_over_end(struct broker *b)
+{
+    handed_expire(b, true);
+}
+
+void mesh_pass_on(struct broker *b, struct session *s, struct msg *m)
+{
+    struct cluster_peer *p = b->cluster ? cluster_peer_by_uid(b->cluster, s->handed_to) : NULL;
+    if (!p || (b->passed_m == m && b->passed_uid == s->handed_to))
+        return; /* gone (what it missed was parked for it), or sent already */
+    b->passed_m = m;
+    b->passed_uid = s->handed_to;
+    cluster_forward_replay(b->cluster, p, m, b->conf->node_id,
+                           m->pub_node ? m->pub_node : b->conf->node_id, on_replayed, b);
+}
+
 struct takeover_in {
     struct broker *b;
     uint64_t peer_uid;
@@ -280,7 +346,7 @@ static void on_takeover_in(void *ctx, uint64_t peer_uid, const char *client_id, 
     }
     s = broker_session_find(b, client_id, len);
     if (s && !s->conn)
-        session_destroy(&s);
+        hand_over(b, s, peer_uid);
     struct takeover_in *t = xcalloc(1, sizeof(*t));
     t->b = b;
     t->peer_uid = peer_uid;
@@ -388,6 +454,11 @@ void mesh_stop(struct broker *b)
 
 void mesh_free(struct broker *b)
 {
+    for (size_t i = 0; i < b->n_handed; i++) /* the sessions themselves are gone already */
+        free(b->handed[i].client_id);
+    b->n_handed = 0;
+    free(b->handed);
+    b->handed = NULL;
     for (size_t i = 0; i < b->n_unsettled; i++)
         unsettled_free(b->unsettled[i]);
     free(b->unsettled);
@@ -741,6 +812,8 @@ void mesh_tick(struct broker *b)
         b->next_settle_ms = now + MESH_SETTLE_MS;
         unsettled_retry(b);
     }
+    if (b->n_handed)
+        handed_expire(b, false);
     mesh_members_tick(b);
     /* Joined once: every member in the registry is linked and its routes are held. A member
      * that dies later does not make this node unready (Kubernetes would pull every survivor

@@ -97,6 +97,11 @@ void mesh_moved_stored(struct session *s, const struct msg *m);
 /* Delivers a message parked for parked_for, published by pub_node, to the sessions that moved
  * away from parked_for: here, and on every member with a matching route. */
 void mesh_replay(struct broker *b, struct msg *m, const char *pub_node, const char *parked_for);
+/* Drops every session kept only to pass messages on, so that its route goes too (a node
+ * about to stop: what would still reach it is parked for it by the members). */
+void mesh_hand_over_end(struct broker *b);
+/* Passes m on to the member that took session s over a moment ago (s->handed_to). */
+void mesh_pass_on(struct broker *b, struct session *s, struct msg *m);
 /* A parked entry: the publishing node, its sequence number and the message blob. */
 size_t mesh_park_size(const struct broker *b, const struct msg *m);
 void mesh_park_write(const struct broker *b, const struct msg *m, uint8_t *out);

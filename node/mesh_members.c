@@ -374,7 +374,8 @@ void mesh_members_tick(struct broker *b)
         b->members = mm;
     }
     uint64_t now = clock_now_ms();
-    if (now >= mm->next_heartbeat_ms && !mm->is_heartbeat_busy) {
+    /* A draining node that left the registry must not write itself back into it. */
+    if (now >= mm->next_heartbeat_ms && !mm->is_heartbeat_busy && !b->drain_leaving) {
         mm->next_heartbeat_ms = now + MEMBER_HEARTBEAT_MS;
         heartbeat(mm);
     }

@@ -63,6 +63,10 @@ void mesh_moved_free(struct session *s)
 
 void mesh_moved_mark(struct session *s, const char *from)
 {
+    if (s->moved && strcmp(s->moved->from, from) == 0) {
+        s->moved->until_ms = clock_now_ms() + MOVED_KEEP_MS; /* what it learned still holds */
+        return;
+    }
     mesh_moved_free(s);
     struct session_moved *mv = xcalloc(1, sizeof(*mv));
     mv->from = xstrdup(from);

@@ -186,8 +186,10 @@ static void will_read(struct session *s, struct reader *r)
     session_will_set(s, m, qos, retain, delay_s, expiry_s);
 }
 
-/* Fills a fresh session from a state blob. Returns 0 or ERR_MALFORMED. */
-static int state_read(struct session *s, const uint8_t *p, size_t n)
+/* Fills a fresh session from a state blob, or with is_refresh, takes only the incoming QoS 2
+ * packet ids from it (the session exists, routes already, and keeps its own will). Returns 0
+ * or ERR_MALFORMED. */
+static int state_read(struct session *s, const uint8_t *p, size_t n, bool is_refresh)
 {
     struct reader r = {p, n, false};
     size_t len;
@@ -195,11 +197,14 @@ static int state_read(struct session *s, const uint8_t *p, size_t n)
     uint8_t v = (uint8_t)get(&r, 1);
     if (v != 1 && v != PERSIST_STATE_VERSION)
         return ERR_MALFORMED;
-    s->version = (uint8_t)get(&r, 1);
-    s->expiry_s = (uint32_t)get(&r, 4);
-    s->epoch = get(&r, 8);
-    if (get(&r, 1)) {
-        const char *u = get_str(&r, &len);
+    uint8_t version = (uint8_t)get(&r, 1);
+    uint32_t expiry_s = (uint32_t)get(&r, 4);
+    uint64_t epoch = get(&r, 8);
+    const char *u = get(&r, 1) ? get_str(&r, &len) : NULL;
+    if (!is_refresh) {
+        s->version = version;
+        s->expiry_s = expiry_s;
+        s->epoch = epoch;
         if (u)
             s->username = xstrndup(u, len);
     }
@@ -212,6 +217,8 @@ static int state_read(struct session *s, const uint8_t *p, size_t n)
         uint32_t sub_id = (uint32_t)get(&r, 4);
         if (r.is_bad || len == 0)
             break;
+        if (is_refresh)
+            continue;
         bool is_new;
         struct session_sub *sub = session_sub_add(s, f, len, &is_new);
         sub->qos = qos;
@@ -227,7 +234,7 @@ static int state_read(struct session *s, const uint8_t *p, size_t n)
         if (!r.is_bad)
             (void)session_rx_qos2_seen(s, pid);
     }
-    if (v >= 2)
+    if (v >= 2 && !is_refresh)
         will_read(s, &r);
     return r.is_bad ? ERR_MALFORMED : 0;
 }
@@ -661,6 +668,7 @@ struct resume {
     char *client_id;
     bool clean_start;
     bool is_taken_over; /* the previous owner was asked already */
+    bool is_early;      /* the session was made here while the previous owner let go */
     int claim_rc;
     uint64_t epoch;
     char *prev_owner;
@@ -693,6 +701,9 @@ static void on_taken_over(void *ctx)
 {
     struct resume *r = ctx;
     struct broker *b = r->c->b;
+    struct session *s = broker_session_find(b, r->client_id, strlen(r->client_id));
+    if (s && !s->conn)
+        s->is_stored = false; /* from now on it queues locally, behind what the load returns */
     if (store_session_load(b->store, r->client_id, on_loaded, r) < 0) {
         r->cont(r->ctx, ERR_SERVER_UNAVAILABLE, r->epoch);
         resume_free(r);
@@ -702,7 +713,7 @@ static void on_taken_over(void *ctx)
 static struct session *session_from_state(struct broker *b, const char *id, struct store_blob state)
 {
     struct session *s = session_create(b, id, strlen(id));
-    if (state_read(s, state.p, state.len) < 0) {
+    if (state_read(s, state.p, state.len, false) < 0) {
         log_warn("persist", "stored session unreadable, dropped client_id_len=%zu", strlen(id));
         session_destroy(&s);
         return NULL;
@@ -803,6 +814,31 @@ static void read_back(struct session *s, const struct store_blob *queue, size_t 
         log_ratelimited(LOG_LEVEL_INFO, "persist", "stored second copies skipped n=%zu", n_copies);
 }
 
+/*
+ * While the previous owner lets go of a session, this node routes to it already, into the
+ * store like any offline session. Otherwise a message published between the previous owner
+ * dropping the session and the members learning this node's route would go nowhere. A
+ * message that reached both nodes meanwhile is stored twice and read back once (read_back).
+ * The previous owner deals with the will; the CONNECT brings its own.
+ */
+static void route_early(struct broker *b, struct resume *r, struct store_blob state)
+{
+    if (broker_session_find(b, r->client_id, strlen(r->client_id)))
+        return; /* it routes here already */
+    struct session *s = session_from_state(b, r->client_id, state);
+    if (!s)
+        return;
+    session_will_set(s, NULL, 0, false, 0, 0);
+    s->epoch = r->epoch;
+    s->is_stored = true;
+    r->is_early = true;
+    /* What still reaches the previous owner comes on as a replay from it (node/mesh.c). */
+    if (mesh_is_on(b))
+        mesh_moved_mark(s, r->prev_owner);
+    /* If the CONNECT goes no further, this node owns it like an adopted session. */
+    session_offline_expiry(s);
+}
+
 static void on_loaded(void *ctx, int rc, struct store_blob state, const struct store_blob *queue,
                       size_t n)
 {
@@ -819,8 +855,11 @@ static void on_loaded(void *ctx, int rc, struct store_blob state, const struct s
         rc = ERR_TAKEN_OVER; /* a newer CONNECT elsewhere won */
     if (rc == 0 && !r->is_taken_over && c->state == CONN_CONNECTING) {
         r->is_taken_over = true;
-        if (mesh_takeover(b, r->prev_owner, r->client_id, r->epoch, on_taken_over, r))
+        if (mesh_takeover(b, r->prev_owner, r->client_id, r->epoch, on_taken_over, r)) {
+            if (!r->clean_start && state.len > 0)
+                route_early(b, r, state);
             return;
+        }
     }
     if (rc == 0 && c->state == CONN_CONNECTING) {
         struct session *s = broker_session_find(b, r->client_id, strlen(r->client_id));
@@ -828,6 +867,9 @@ static void on_loaded(void *ctx, int rc, struct store_blob state, const struct s
         if (!s && state.len > 0 && !r->clean_start) {
             s = session_from_state(b, r->client_id, state);
             is_loaded = s != NULL;
+        } else if (s && r->is_early && !s->conn && state.len > 0 && !r->clean_start &&
+                   state_read(s, state.p, state.len, true) < 0) {
+            log_ratelimited(LOG_LEVEL_WARN, "persist", "stored session unreadable at takeover");
         }
         /* From another node, or from this node before a restart: messages parked for that
          * node may be owed to it. */
@@ -849,6 +891,9 @@ int persist_resume(struct conn *c, const char *client_id, size_t len, bool clean
     struct broker *b = c->b;
     if (!store_is_up(b->store))
         return ERR_SERVER_UNAVAILABLE;
+    struct session *handed = broker_session_find(b, client_id, len);
+    if (handed && handed->handed_to && !handed->conn)
+        session_destroy(&handed); /* taken over lately: it is read back from the store */
     struct resume *r = xcalloc(1, sizeof(*r));
     r->c = c;
     r->cont = cont;

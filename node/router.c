@@ -130,10 +130,15 @@ void router_publish(struct broker *b, struct msg *m, const struct session *from)
             b->stats.acl_denied++;
             continue;
         }
+        if (s->handed_to) {
+            mesh_pass_on(b, s, m);
+            continue;
+        }
         session_deliver(s, &b->matches[i].d);
     }
     b->n_matches = 0;
     b->match_msg = NULL;
     b->match_from = NULL;
+    b->passed_m = NULL; /* a later message may reuse its memory */
     mesh_publish(b, m);
 }

@@ -123,6 +123,7 @@ struct session {
     bool is_stored;              /* offline, its queue lives in the durable store */
     bool drain_wait;             /* sent away by a drain: waited for until taken over */
     struct session_moved *moved; /* came from another node lately (node/mesh_moved.c) */
+    uint64_t handed_to;          /* taken over by that peer (uid): matches go there a moment */
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
     /* Flow control */
