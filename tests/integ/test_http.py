@@ -471,7 +471,7 @@ def test_config_check_accepts_http_listener(tmp_path):
 
 # ---- readiness --------------------------------------------------------------------------
 
-def test_readyz_follows_the_store(broker_factory, redis):
+def test_readyz_follows_the_store(redis, broker_factory):
     b = http_node(broker_factory, ["store %s" % redis.url])
     helpers.wait_until(lambda: request(b, "/readyz")[0] == 200, msg="ready")
     m = scrape(b)
@@ -488,7 +488,7 @@ def test_readyz_follows_the_store(broker_factory, redis):
     assert scrape(b).get("shoal_ready") == 1
 
 
-def test_readyz_in_a_cluster(broker_factory, redis):
+def test_readyz_in_a_cluster(redis, broker_factory):
     import clusterlib
     cl = clusterlib.Cluster(broker_factory, redis, n=0)
     ports = []

@@ -12,7 +12,8 @@ import rawmqtt
 
 
 @pytest.fixture
-def node(broker_factory, redis):
+def node(redis, broker_factory):
+    """redis comes first so that it outlives the node at teardown."""
     return broker_factory(["store %s" % redis.url])
 
 
@@ -266,7 +267,7 @@ def test_qos2_exactly_once_across_a_restart_mid_flow(node):
     sub.close()
 
 
-def test_stale_owner_write_is_fenced(broker_factory, redis):
+def test_stale_owner_write_is_fenced(redis, broker_factory):
     """Two nodes on one Redis. A client moves from node A to node B; when A's copy of the
     session later expires, A's delete carries the old epoch and Redis refuses it."""
     a = broker_factory(["store %s" % redis.url])
