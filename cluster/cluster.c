@@ -143,6 +143,7 @@ struct link {
     char *peer_advertise;
     uint64_t peer_incarnation;
     size_t write_bytes; /* queued in uv_write requests */
+    bool is_fenced;     /* sent the fence Ping, its Ack not back yet */
 };
 
 struct seed {
@@ -200,6 +201,7 @@ struct cluster {
     uint64_t last_gossip_ms;
     uint64_t last_digest_ms;
     uint64_t last_dns_ms;
+    uint64_t fence_seq; /* the Ping of the last cluster_fence(), 0 = none */
     struct cluster_stats stats;
 };
 
@@ -1195,6 +1197,8 @@ static void dispatch(struct link *l, const struct wire_frame *f)
         wire_put_ack(&l->out, f->u.ping_seq);
         break;
     case WIRE_ACK:
+        if (c->fence_seq && f->u.ack_seq == c->fence_seq)
+            l->is_fenced = false;
         break;
     case WIRE_MEMBERS:
         learn_members(c, f);
@@ -1535,6 +1539,36 @@ void cluster_flush(struct cluster *c)
     }
     for (struct link *l = c->links; l; l = l->next)
         link_write(l);
+}
+
+void cluster_fence(struct cluster *c)
+{
+    /* The route changes go first, so a member's Ack comes after it applied them. Fence
+     * numbers have the top bit set: heartbeat Pings carry the clock, which never has it. */
+    flush_routes(c);
+    c->fence_seq = (c->fence_seq + 1) | (UINT64_C(1) << 63);
+    for (struct link *l = c->links; l; l = l->next) {
+        if (l->is_closing || !l->is_connected || !l->peer)
+            continue;
+        wire_put_ping(&l->out, c->fence_seq);
+        l->is_fenced = true;
+        link_write(l);
+    }
+}
+
+bool cluster_is_settled(const struct cluster *c)
+{
+    if (c->n_touched > 0)
+        return false;
+    for (const struct cluster_peer *p = c->peers; p; p = p->next)
+        if (p->link && (p->n_acks > 0 || p->n_fails > 0 || p->n_batch > 0 || p->pend_n > 0 ||
+                        p->rx_head < p->n_rx_busy))
+            return false;
+    for (const struct link *l = c->links; l; l = l->next)
+        if (!l->is_closing && l->is_connected &&
+            (l->is_fenced || buf_used(&l->out) > 0 || l->write_bytes > 0))
+            return false;
+    return true;
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */

@@ -129,6 +129,15 @@ void cluster_retain_notice(struct cluster *c, const char *topic, const struct ms
 
 /* Sends what was batched this pass (call once per loop pass). */
 void cluster_flush(struct cluster *c);
+/* Sends the route changes made so far, then a Ping to every linked member. Once a member's
+ * Ack is back, it has applied those changes, and every Forward it sent before them has
+ * arrived here (one link is one ordered stream). A draining node fences after it dropped its
+ * routes, so that no member is still forwarding to it when it stops. */
+void cluster_fence(struct cluster *c);
+/* True when every linked member answered the last cluster_fence(), every forward received
+ * is answered, every forward sent is acknowledged, and nothing is waiting to go out: no route
+ * change, batch or answer kept for the next flush, and every write handed to the kernel. */
+bool cluster_is_settled(const struct cluster *c);
 
 /* Whether a node_id is a joined member now. */
 bool cluster_is_member(const struct cluster *c, const char *node_id);

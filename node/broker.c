@@ -11,6 +11,7 @@
 #include "conf/conf.h"
 #include "node/clock.h"
 #include "node/conn.h"
+#include "node/drain.h"
 #include "node/err.h"
 #include "node/handle.h"
 #include "node/http.h"
@@ -161,6 +162,8 @@ static void on_prepare(uv_prepare_t *h)
     if (b->n_trims)
         persist_flush_trims(b);
     mesh_flush(b);
+    if (b->draining)
+        drain_poll(b);
     /* Flushing can queue more output (a close after a failed write); loop until quiet. */
     while (b->flush_head) {
         struct conn *c = b->flush_head;

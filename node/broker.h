@@ -147,7 +147,8 @@ struct broker {
     bool drain_leaving;
     uint32_t drain_waiting; /* sessions whose clients were sent away, not yet taken over */
     uint64_t drain_started_ms;
-    uint64_t drain_linger_ms; /* left the registry: stop at this time */
+    uint64_t drain_left_ms; /* when it left the member registry (has_drain_left) */
+    bool has_drain_left;
     struct keepalive_entry drain_timer;
     int exit_code;
 };

@@ -7,16 +7,19 @@
  * 3. In a cluster, wait for those clients to reconnect elsewhere: each such session leaves
  *    this node through a takeover, and so stops being routed here. The cluster links and the
  *    store stay up meanwhile, so takeovers are answered and forwards still land in the store.
- * 4. Leave the member registry. Redis answers in order, so once the leave is answered every
- *    write issued before it is stored. Linger a moment for the cluster links to send their
- *    last answers, then stop.
+ * 4. Drop the routes of the sessions still here and fence the cluster links (cluster_fence):
+ *    once every member answered, none forwards here any more, and what they sent before is
+ *    answered. Meanwhile leave the member registry: Redis answers in order, so once the leave
+ *    is answered every write issued before it is stored. Then stop.
  *
  * The whole drain is bounded (DRAIN_BOUND_MS); sessions that stay offline here are adopted by
  * a survivor once this node is gone, like those of a node that died.
  */
 #include "node/drain.h"
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cluster/cluster.h"
 #include "conf/conf.h"
@@ -38,9 +41,21 @@
 #define DRAIN_BOUND_MS  20000 /* the chart's terminationGracePeriodSeconds is 30 */
 #define DRAIN_MOVE_MS   5000  /* how long sessions wait for their clients to reconnect elsewhere */
 #define DRAIN_CHECK_MS  100
-#define DRAIN_LINGER_MS 300 /* for the cluster links to send what is queued on them */
+#define DRAIN_LINGER_MS 500  /* at least, for members that still send what they had routed */
+#define DRAIN_SETTLE_MS 1000 /* at most, for the members to answer the fence */
 
 static void leave(struct broker *b);
+
+static bool is_settled(const struct broker *b)
+{
+    return !b->cluster || cluster_is_settled(b->cluster);
+}
+
+static void stop_drained(struct broker *b, uint64_t now_ms)
+{
+    log_info("broker", "drained in %llu ms", (unsigned long long)(now_ms - b->drain_started_ms));
+    broker_stop(b);
+}
 
 static void on_left(void *ctx, int rc)
 {
@@ -49,10 +64,25 @@ static void on_left(void *ctx, int rc)
         return;
     if (rc < 0)
         log_warn("broker", "drain: the store did not answer the leave rc=%s", err_str(rc));
-    /* Answers to the last takeovers and route changes are queued on the cluster links:
-     * closing them now would cancel those writes, and the new owners would wait for answers
-     * that never come while nobody routes to the sessions. */
-    b->drain_linger_ms = clock_now_ms() + DRAIN_LINGER_MS;
+    /* Until the fence is answered, a member may still forward here, and answers to the last
+     * takeovers may be queued on the links: stopping now would leave publishers waiting for
+     * this node to be declared dead, and new owners waiting for answers that never come. */
+    if (!b->cluster || cluster_members(b->cluster) == 0) {
+        stop_drained(b, clock_now_ms()); /* no link to settle */
+        return;
+    }
+    b->drain_left_ms = clock_now_ms();
+    b->has_drain_left = true;
+}
+
+/* The linger is a floor as well as the fence: what a member routed here just before it
+ * applied the route change, and takeovers answered at the last moment, are then answered
+ * before the links close. */
+static bool may_stop(const struct broker *b, uint64_t now_ms)
+{
+    if (!b->has_drain_left || now_ms < b->drain_left_ms + DRAIN_LINGER_MS)
+        return false;
+    return is_settled(b) || now_ms >= b->drain_left_ms + DRAIN_SETTLE_MS;
 }
 
 static void leave(struct broker *b)
@@ -63,6 +93,8 @@ static void leave(struct broker *b)
     /* Their routes go now, while the links still carry the change: a member that kept
      * routing here would wait for this node's death to park what it sent. */
     mesh_hand_over_end(b);
+    if (b->cluster)
+        cluster_fence(b->cluster); /* answered while the store answers the leave */
     if (b->drain_waiting)
         log_warn("broker", "drain: sessions not taken over by another node n=%u", b->drain_waiting);
     if (store_member_leave(b->store, b->conf->node_id, on_left, b) < 0)
@@ -79,10 +111,8 @@ static void on_check(struct keepalive_entry *e, uint64_t now_ms)
         broker_stop(b);
         return;
     }
-    if (b->drain_linger_ms && now_ms >= b->drain_linger_ms) {
-        log_info("broker", "drained in %llu ms",
-                 (unsigned long long)(now_ms - b->drain_started_ms));
-        broker_stop(b);
+    if (may_stop(b, now_ms)) {
+        stop_drained(b, now_ms);
         return;
     }
     if (b->drain_waiting == 0 || now_ms >= b->drain_started_ms + DRAIN_MOVE_MS)
@@ -100,6 +130,7 @@ void drain_start(struct broker *b)
         return;
     }
     b->draining = true;
+    clock_refresh(); /* the signal came after the loop slept */
     b->drain_started_ms = clock_now_ms();
     listener_close_all(b);
     bool is_clustered = b->cluster && cluster_members(b->cluster) > 0;
@@ -122,6 +153,12 @@ void drain_start(struct broker *b)
     if (b->drain_waiting == 0)
         leave(b);
     keepalive_arm(&b->wheel, &b->drain_timer, clock_now_ms() + DRAIN_CHECK_MS, on_check);
+}
+
+void drain_poll(struct broker *b)
+{
+    if (!b->stopping && may_stop(b, clock_now_ms()))
+        stop_drained(b, clock_now_ms());
 }
 
 void drain_session_gone(struct session *s)

@@ -14,5 +14,8 @@ struct session;
 void drain_start(struct broker *b);
 /* Called as a session leaves this node: one fewer to wait for. */
 void drain_session_gone(struct session *s);
+/* Called once per loop pass, after the cluster links were flushed: stops a node that left
+ * the cluster as soon as the links are settled, without waiting for the next timer tick. */
+void drain_poll(struct broker *b);
 
 #endif
