@@ -1119,6 +1119,9 @@ int cluster_takeover(struct cluster *c, const char *node_id, const char *client_
     t->next = c->takeovers;
     c->takeovers = t;
     c->stats.takeovers_sent++;
+    /* Forwards batched this pass go first: a message published before the takeover was asked
+     * reaches the old owner while it still holds the session, not after it let go. */
+    flush_batch(p);
     wire_put_takeover(&p->link->out, t->req, ws(client_id), epoch);
     return 0;
 }
@@ -1139,8 +1142,10 @@ static void takeover_finish(struct cluster *c, uint64_t req, int rc)
 void cluster_takeover_done(struct cluster *c, uint64_t peer_uid, uint64_t req, int rc)
 {
     struct cluster_peer *p = peer_by_uid(c, peer_uid);
-    if (p && p->link)
+    if (p && p->link) {
+        flush_batch(p); /* what was passed on to the new owner comes before the answer */
         wire_put_takeover_ack(&p->link->out, req, rc);
+    }
 }
 
 void cluster_retain_notice(struct cluster *c, const char *topic, const struct msg *m)
