@@ -44,6 +44,7 @@ enum cstate {
     C_CONNACK,     /* CONNECT sent (after TLS), waiting for CONNACK */
     C_SUBSCRIBING, /* SUBSCRIBE sent */
     C_READY,
+    C_SETTLING, /* publisher at shutdown: no new publishes, DISCONNECT once all are acked */
     C_DRAINING, /* DISCONNECT queued at shutdown; close once written */
     C_CLOSED,   /* uv_close called */
 };
@@ -501,6 +502,15 @@ static void pub_begin(struct client *c)
     pub_pump(c);
 }
 
+/* Queues DISCONNECT; the client closes once it is written. */
+static void client_disconnect(struct client *c)
+{
+    c->st = C_DRAINING;
+    (void)send_simple(c, CODEC_DISCONNECT, 0);
+    if (c->has_timer)
+        uv_timer_stop(&c->timer);
+}
+
 static void pub_acked(struct client *c, uint16_t pid, uint8_t reason, uint64_t now_us)
 {
     struct run *r = c->r;
@@ -516,7 +526,10 @@ static void pub_acked(struct client *c, uint16_t pid, uint8_t reason, uint64_t n
         r->st.errors++;
         report_error(r, "client %s: publish refused, reason 0x%02x", c->id, reason);
     }
-    pub_pump(c);
+    if (c->st == C_SETTLING && c->inflight == 0)
+        client_disconnect(c);
+    else
+        pub_pump(c);
 }
 
 /* ---- receiving ---------------------------------------------------------------------------- */
@@ -905,6 +918,9 @@ static void close_globals(struct run *r)
 }
 
 /* Ends the run: DISCONNECT the connected clients, close the rest, then the loop's handles.
+ * A publisher with QoS > 0 messages in flight first waits for their acknowledgements (up to
+ * the grace period), so that what it counts as sent is what the broker took responsibility
+ * for, and a subscriber's share is measured against that.
  * Safe to call repeatedly; later calls only finish the job once every client is closed. */
 static void run_stop(struct run *r)
 {
@@ -917,11 +933,12 @@ static void run_stop(struct run *r)
         uv_timer_start(&r->grace_timer, on_grace, GRACE_MS, 0);
         for (uint32_t i = 0; i < r->launched; i++) {
             struct client *c = &r->clients[i];
-            if (c->is_connected && c->st != C_CLOSED) {
-                c->st = C_DRAINING;
-                (void)send_simple(c, CODEC_DISCONNECT, 0);
+            if (c->is_connected && c->st == C_READY && c->inflight > 0) {
+                c->st = C_SETTLING;
                 if (c->has_timer)
                     uv_timer_stop(&c->timer);
+            } else if (c->is_connected && c->st != C_CLOSED) {
+                client_disconnect(c);
             } else {
                 client_close(c);
             }
