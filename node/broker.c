@@ -70,7 +70,9 @@ static void sess_grow(struct broker *b)
 
 void broker_session_insert(struct broker *b, struct session *s)
 {
-    if (b->sess_count >= b->sess_nbuckets)
+    /* Two sessions per bucket on average before the table doubles: chains stay short, and
+     * the table costs 4 to 8 bytes per session instead of 8 to 16. */
+    if (b->sess_count >= 2 * b->sess_nbuckets)
         sess_grow(b);
     size_t k = hash_id(s->client_id, s->client_id_len) & (b->sess_nbuckets - 1);
     s->hnext = b->sess_buckets[k];

@@ -8,6 +8,7 @@
  */
 #include "node/conn.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,15 +71,22 @@ static void conn_free(struct conn *c)
         msg_unref(&c->segs[i].m);
     free(c->segs);
     c->segs = NULL;
-    for (uint32_t i = 0; c->alias_in && i < c->alias_max_in; i++)
-        free(c->alias_in[i]);
-    free(c->alias_in);
-    c->alias_in = NULL;
-    for (uint32_t i = 0; c->alias_out && i < c->alias_max_out; i++)
-        free(c->alias_out[i]);
-    free(c->alias_out);
-    c->alias_out = NULL;
+    for (uint32_t i = 0; c->aliases && i < (uint32_t)c->alias_max_in + c->alias_max_out; i++)
+        free(c->aliases[i]);
+    free(c->aliases);
+    c->aliases = NULL;
     free(c);
+}
+
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(struct conn) <= 488, "struct conn outgrew its 496-byte malloc chunk");
+#endif
+
+char **conn_aliases(struct conn *c)
+{
+    if (!c->aliases)
+        c->aliases = xcalloc((size_t)c->alias_max_in + c->alias_max_out, sizeof(char *));
+    return c->aliases;
 }
 
 void conn_unref(struct conn *c)
@@ -91,7 +99,6 @@ void conn_accept(struct broker *b, struct listener *l, uv_stream_t *server)
 {
     struct conn *c = xcalloc(1, sizeof(*c));
     c->b = b;
-    c->l = l;
     c->refs = 1;
     int rc = uv_tcp_init(b->loop, &c->tcp);
     if (rc < 0) {
@@ -99,6 +106,7 @@ void conn_accept(struct broker *b, struct listener *l, uv_stream_t *server)
         log_ratelimited(LOG_LEVEL_WARN, "conn", "tcp init failed rc=%s", err_str(rc));
         return;
     }
+    c->tcp.data = l;
     /* From here on the handle must be closed, even on error. */
     c->next = b->conns;
     if (b->conns)
@@ -800,6 +808,6 @@ static void on_close(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     c->next = c->prev = NULL;
-    c->l->n_conns--;
+    conn_listener(c)->n_conns--;
     conn_unref(c);
 }

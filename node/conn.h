@@ -46,10 +46,11 @@ struct conn_seg {
     struct msg *m;
 };
 
+/* Every idle connection costs this struct: it stays within 488 bytes on 64-bit Linux, so that
+ * with malloc's header it fits a 496-byte chunk (a static assertion in conn.c checks it). */
 struct conn {
-    uv_tcp_t tcp;
+    uv_tcp_t tcp; /* tcp.data is the listener that accepted it (conn_listener) */
     struct broker *b;
-    struct listener *l;
     struct session *s;
 
     struct buf in;  /* only ever holds a partial packet */
@@ -67,8 +68,9 @@ struct conn {
     struct keepalive_entry ka;
     uint64_t last_rx_ms;
 
-    char **alias_in;     /* alias_max_in entries, made on first use */
-    char **alias_out;    /* alias_max_out entries: topic per alias slot */
+    /* Topic aliases, made on first use: alias_max_in entries the client set, then
+     * alias_max_out entries, the topic per slot that this node sent. */
+    char **aliases;
     uint8_t peer_ip[16]; /* peer address, formatted only when a line is logged */
 
     uint32_t refs; /* the handle's own ref plus pending asynchronous requests */
@@ -92,6 +94,14 @@ struct conn {
     bool is_paused;  /* reading stopped by flow control */
     uint8_t corked;  /* output held until store writes complete (conn_cork) */
 };
+
+static inline struct listener *conn_listener(const struct conn *c)
+{
+    return (struct listener *)c->tcp.data;
+}
+
+/* The topic alias tables (see struct conn), made on first use. */
+char **conn_aliases(struct conn *c);
 
 /* For log lines: the client id (escaped) and the peer address. Each returns one of a few
  * rotating static buffers, so a line may use several. */

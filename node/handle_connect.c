@@ -97,7 +97,7 @@ static int identify(struct conn *c, const struct codec_connect *k, const struct 
                     char *cert, size_t cap, const char **user, size_t *ulen)
 {
     const struct conf *cf = c->b->conf;
-    const struct conf_listener *cl = c->l->cl;
+    const struct conf_listener *cl = conn_listener(c)->cl;
 
     *user = NULL;
     *ulen = 0;
@@ -204,9 +204,7 @@ static void apply_v5_limits(struct conn *c, const struct codec_props *pr)
         CODEC_HAS(pr, CODEC_PROP_REQUEST_PROBLEM_INFO) ? pr->request_problem_info != 0 : true;
     uint16_t amax = CODEC_HAS(pr, CODEC_PROP_TOPIC_ALIAS_MAX) ? pr->topic_alias_max : 0;
     c->alias_max_out = amax > CONNECT_MAX_ALIAS_OUT ? CONNECT_MAX_ALIAS_OUT : amax;
-    if (c->alias_max_out)
-        c->alias_out = xcalloc(c->alias_max_out, sizeof(char *));
-    c->alias_max_in = (uint16_t)c->b->conf->max_topic_alias; /* table made on first use */
+    c->alias_max_in = (uint16_t)c->b->conf->max_topic_alias; /* tables made on first use */
 }
 
 static uint32_t session_expiry_of(const struct conn *c, const struct codec_connect *k,

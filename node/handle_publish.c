@@ -41,16 +41,15 @@ static int resolve_topic(struct conn *c, const struct codec_packet *p, const cha
     uint16_t a = p->props.topic_alias;
     if (a == 0 || a > c->alias_max_in)
         return ERR_TOPIC_ALIAS;
-    if (!c->alias_in)
-        c->alias_in = xcalloc(c->alias_max_in, sizeof(char *));
+    char **in = conn_aliases(c);
     if (*len) {
-        free(c->alias_in[a - 1]);
-        c->alias_in[a - 1] = xstrndup(*t, *len);
+        free(in[a - 1]);
+        in[a - 1] = xstrndup(*t, *len);
         return 0;
     }
-    if (!c->alias_in[a - 1])
+    if (!in[a - 1])
         return ERR_PROTOCOL;
-    *t = c->alias_in[a - 1];
+    *t = in[a - 1];
     *len = strlen(*t);
     return 0;
 }

@@ -165,7 +165,7 @@ static void render_connections(struct broker *b, struct buf *out)
     char name[METRICS_LABEL_MAX];
 
     for (const struct conn *c = b->conns; c; c = c->next) {
-        size_t i = (size_t)(c->l - b->listeners);
+        size_t i = (size_t)(conn_listener(c) - b->listeners);
         unsigned v = (unsigned)c->version - 3u; /* CODEC_V31 .. CODEC_V5 */
         if (c->state == CONN_ACTIVE && i < n && v < 3)
             by[i * 3 + v]++;

@@ -31,9 +31,9 @@ void session__will_detach(struct session *s, int err);
 
 struct session *session_create(struct broker *b, const char *client_id, size_t len)
 {
-    struct session *s = xcalloc(1, sizeof(*s));
+    struct session *s = xcalloc(1, offsetof(struct session, client_id) + len + 1);
     s->b = b;
-    s->client_id = xstrndup(client_id, len);
+    memcpy(s->client_id, client_id, len);
     s->client_id_len = len;
     s->id = ++b->next_session_id;
     s->next_pid = 1;
@@ -73,7 +73,6 @@ void session_destroy(struct session **sp)
     mesh_moved_free(s);
     drain_session_gone(s);
     broker_session_remove(b, s);
-    free(s->client_id);
     free(s->username);
     s->username = NULL;
     free(s);

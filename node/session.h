@@ -94,15 +94,19 @@ struct session_q {
     struct persist_wait *acks_tail;
 };
 
+/* One per client id, connected or not: the fields are ordered to leave no holes, and the
+ * client id is stored inline, so an idle client costs one allocation of about 160 bytes. */
 struct session {
     struct broker *b;
-    char *client_id;
     size_t client_id_len;
     char *username;        /* of the last connection, for the ACL; NULL when anonymous */
     uint64_t id;           /* unique per process, for no-local */
     struct session *hnext; /* session table chain */
     struct conn *conn;     /* NULL while offline */
     uint8_t version;
+    bool is_stored;    /* offline, its queue lives in the durable store */
+    bool drain_wait;   /* sent away by a drain: waited for until taken over */
+    bool is_congested; /* flow control: holds the publishers feeding it */
 
     /* Expiry: seconds after disconnect; UINT32_MAX = never; 0 = ends with the connection. */
     uint32_t expiry_s;
@@ -111,25 +115,21 @@ struct session {
     uint32_t n_subs;
     uint32_t cap_subs;
 
-    struct session_q *q; /* QoS 1/2 state, created on first use */
-    uint16_t next_pid;
-
+    struct session_q *q;       /* QoS 1/2 state, created on first use */
     struct session_will *will; /* NULL unless the client set a will */
 
-    uint64_t epoch;              /* owner epoch in a durable store, fencing its writes */
-    uint32_t stored_backlog;     /* messages read from the store and not yet gone */
-    uint32_t pending_trim;       /* stored messages gone this loop pass, trimmed in one request */
-    uint32_t trim_carry;         /* skipped stored entries ahead of the first one read back */
-    bool is_stored;              /* offline, its queue lives in the durable store */
-    bool drain_wait;             /* sent away by a drain: waited for until taken over */
+    uint64_t epoch;          /* owner epoch in a durable store, fencing its writes */
+    uint32_t stored_backlog; /* messages read from the store and not yet gone */
+    uint32_t pending_trim;   /* stored messages gone this loop pass, trimmed in one request */
+    uint32_t trim_carry;     /* skipped stored entries ahead of the first one read back */
+    uint16_t next_pid;
+    bool is_flow_exempt;         /* gave up waiting for it; cleared when it acks again */
     struct session_moved *moved; /* came from another node lately (node/mesh_moved.c) */
     uint64_t handed_to;          /* taken over by that peer (uid): matches go there a moment */
 
     uint64_t match_gen; /* router de-duplication of overlapping subscriptions */
-    /* Flow control */
-    bool is_congested;
-    bool is_flow_exempt; /* gave up waiting for it; cleared when it acks again */
     uint32_t match_idx;
+    char client_id[]; /* client_id_len bytes and a NUL */
 };
 
 /* Creates a session and inserts it in the broker's table. Never fails. */

@@ -62,12 +62,13 @@ static uint16_t alias_for(struct conn *c, const struct msg *m, bool *send_topic)
     if (c->alias_max_out == 0)
         return 0;
     uint32_t slot = hash_topic(m->topic, m->topic_len) % c->alias_max_out;
-    char *cur = c->alias_out[slot];
+    char **out = conn_aliases(c) + c->alias_max_in;
+    char *cur = out[slot];
     if (cur && strlen(cur) == m->topic_len && memcmp(cur, m->topic, m->topic_len) == 0) {
         *send_topic = false;
     } else {
         free(cur);
-        c->alias_out[slot] = xstrndup(m->topic, m->topic_len);
+        out[slot] = xstrndup(m->topic, m->topic_len);
     }
     return (uint16_t)(slot + 1);
 }

@@ -112,6 +112,32 @@ def test_server_to_client_topic_alias_correct(shared_broker, clients):
         assert (topic, p.payload) == (t, b"%d" % i)
 
 
+def test_topic_aliases_both_ways_on_one_connection(shared_broker, clients):
+    """A client that sets aliases and receives them keeps two separate tables: what it
+    maps does not change what the broker's aliases mean, and the other way round."""
+    c = clients.raw(shared_broker, version=5)
+    assert c.connect(helpers.unique("tab"), version=5,
+                     props={R.P_TOPIC_ALIAS_MAXIMUM: 2}).rc == 0
+    base = "m5/both/" + helpers.unique()
+    c.subscribe([(base + "/#", 0)])
+    seen = {}
+    for i in range(8):
+        t = "%s/%d" % (base, i % 3)
+        # The client maps alias 1 (its own side) to a fresh topic each time, and uses it.
+        c.publish(t, b"set%d" % i, props={R.P_TOPIC_ALIAS: 1})
+        c.publish("", b"use%d" % i, props={R.P_TOPIC_ALIAS: 1})
+        for want in (b"set%d" % i, b"use%d" % i):
+            p = c.expect(R.PUBLISH)
+            a = p.props.get(R.P_TOPIC_ALIAS)
+            topic = p.topic
+            if a is not None:
+                if topic:
+                    seen[a] = topic
+                else:
+                    topic = seen[a]
+            assert (topic, p.payload) == (t, want)
+
+
 def test_no_server_alias_without_client_topic_alias_maximum(shared_broker, clients):
     """paho 1.6 cannot resolve inbound aliases (the raw test above checks them), and it sets
     no Topic Alias Maximum: the broker must then always send the full topic."""

@@ -37,7 +37,7 @@ struct fx {
     char path[64];
     struct broker b;
     struct conn conns[4];
-    struct session sess[3];
+    struct session *sess[3];
     struct session *buckets[1];
     struct buf out;
     char *text; /* out as a NUL-terminated string */
@@ -70,6 +70,8 @@ static int teardown(void **state)
     conf_free(&f->b.conf);
     buf_free(&f->out);
     free(f->text);
+    for (size_t i = 0; i < sizeof(f->sess) / sizeof(f->sess[0]); i++)
+        free(f->sess[i]);
     (void)unlink(f->path);
     free(f);
     return 0;
@@ -171,17 +173,19 @@ static void make_broker(struct fx *f)
 static void add_conn(struct fx *f, size_t i, size_t listener, uint8_t version, uint8_t state)
 {
     struct conn *c = &f->conns[i];
-    c->l = &f->b.listeners[listener];
+    c->tcp.data = &f->b.listeners[listener];
     c->version = version;
     c->state = state;
-    c->l->n_conns++;
+    conn_listener(c)->n_conns++;
     c->next = f->b.conns;
     f->b.conns = c;
 }
 
 static void add_session(struct fx *f, size_t i, struct conn *c, uint32_t expiry_s)
 {
-    struct session *s = &f->sess[i];
+    struct session *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+    f->sess[i] = s;
     s->conn = c;
     s->expiry_s = expiry_s;
     s->hnext = f->buckets[0];
