@@ -155,17 +155,8 @@ static void check_congestion(struct broker *b, uint64_t now)
     }
 }
 
-static void on_prepare(uv_prepare_t *h)
+static void flush_conns(struct broker *b)
 {
-    struct broker *b = container_of(h, struct broker, prepare);
-
-    if (b->paused && b->n_congested == 0)
-        broker_resume_publishers(b);
-    if (b->n_trims)
-        persist_flush_trims(b);
-    mesh_flush(b);
-    if (b->draining)
-        drain_poll(b);
     /* Flushing can queue more output (a close after a failed write); loop until quiet. */
     while (b->flush_head) {
         struct conn *c = b->flush_head;
@@ -179,6 +170,27 @@ static void on_prepare(uv_prepare_t *h)
             c = next;
         }
     }
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    struct broker *b = container_of(h, struct broker, prepare);
+
+    /* Congestion is judged after the flush: a consumer whose output the kernel took just now
+     * is no longer congested, and its publishers read again before the loop waits. What they
+     * had buffered is handled at once and flushed in turn; a publisher that congests someone
+     * again is paused again, so this ends. */
+    flush_conns(b);
+    while (b->paused && b->n_congested == 0) {
+        broker_resume_publishers(b);
+        flush_conns(b);
+    }
+    if (b->n_trims)
+        persist_flush_trims(b);
+    mesh_flush(b);
+    if (b->draining)
+        drain_poll(b);
+    flush_conns(b);
     clock_refresh();
 }
 

@@ -558,9 +558,10 @@ static void write_raw(struct conn *c)
     if (c->writes_pending == 0) {
         uv_buf_t v = uv_buf_init((char *)buf_head(r), (unsigned)total);
         int rc = uv_try_write((uv_stream_t *)&c->tcp, &v, 1);
-        if (rc > 0)
+        if (rc > 0) {
             done = (size_t)rc;
-        else if (rc < 0 && rc != UV_EAGAIN) {
+            c->bytes_handed += done;
+        } else if (rc < 0 && rc != UV_EAGAIN) {
             buf_free(r);
             conn_close(c, rc);
             return;
@@ -612,14 +613,8 @@ static void flush_xp(struct conn *c)
         write_raw(c);
 }
 
-void conn_flush(struct conn *c)
+static void flush_plain(struct conn *c)
 {
-    if (c->has_closed || c->corked)
-        return;
-    if (c->xp) {
-        flush_xp(c);
-        return;
-    }
     if (c->out_bytes == 0)
         return;
     uv_buf_t stack[CONN_STACK_IOV];
@@ -635,9 +630,10 @@ void conn_flush(struct conn *c)
     size_t done = 0;
     if (c->writes_pending == 0) {
         int rc = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-        if (rc > 0)
+        if (rc > 0) {
             done = (size_t)rc;
-        else if (rc < 0 && rc != UV_EAGAIN) {
+            c->bytes_handed += done;
+        } else if (rc < 0 && rc != UV_EAGAIN) {
             if (iov != stack)
                 free(iov);
             release_segs(c->segs, c->n_segs);
@@ -684,6 +680,22 @@ void conn_flush(struct conn *c)
     start_write(c, w, iov + first, n - first);
     if (iov != stack)
         free(iov);
+}
+
+void conn_flush(struct conn *c)
+{
+    if (c->has_closed || c->corked)
+        return;
+    uint64_t written = conn_bytes_written(c);
+    if (c->xp)
+        flush_xp(c);
+    else
+        flush_plain(c);
+    /* What the kernel took is progress for flow control. A consumer that keeps up has all its
+     * output taken at once, and with no write request left to complete, nothing else would
+     * tell its session that it caught up. */
+    if (c->s && (c->s->is_congested || c->s->is_flow_exempt) && conn_bytes_written(c) != written)
+        session_flow_check(c->s);
 }
 
 void conn_close(struct conn *c, int err)

@@ -59,7 +59,7 @@ struct conn {
     struct conn_xp *xp;    /* NULL on plain TCP */
     size_t out_bytes;      /* bytes in out plus payload segments */
     size_t inflight_bytes; /* bytes in uv_write requests not yet completed */
-    uint64_t bytes_handed; /* total bytes ever given to uv_write */
+    uint64_t bytes_handed; /* total bytes ever given to the kernel or to uv_write */
     struct conn *flush_next;
     struct conn *paused_next;
     struct conn *next;

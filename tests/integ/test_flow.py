@@ -69,3 +69,39 @@ def test_qos0_fanout_to_fast_subscribers_is_complete(broker_factory, clients):
     for s in subs:
         got = [int(s.expect(R.PUBLISH, 5).payload) for _ in range(n)]
         assert got == list(range(n))
+
+
+def test_a_consumer_that_keeps_up_with_bursts_holds_no_publisher(broker_factory, clients):
+    """Bursts larger than the congestion mark (512 KB) reach one subscriber within a single
+    loop pass, and it reads them at once. Flow control pauses the publisher for the burst,
+    and must see the kernel take the output as progress: the consumer is not congested a
+    second later, so it is never taken for a stuck one (whose publishers flow control stops
+    waiting for, after which its QoS 0 backlog is cut)."""
+    import threading
+    b = broker_factory([])
+    sub = clients.raw_connected(b, version=4)
+    t = "flow/burst/" + helpers.unique()
+    sub.subscribe([(t, 0)])
+    pub = clients.raw_connected(b, version=4)
+    bursts, per_burst, body = 25, 1000, b"b" * 1024
+    n = bursts * per_burst
+    got = []
+
+    def read():
+        while len(got) < n:
+            p = sub.expect(R.PUBLISH, 10)
+            got.append(p.payload[:8])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    start = time.monotonic()
+    for i in range(bursts):  # 1 MB every 100 ms for 2.5 s
+        pub.send(b"".join(R.publish(t, b"%08d" % (i * per_burst + k) + body)
+                          for k in range(per_burst)))
+        time.sleep(max(0.0, start + (i + 1) * 0.1 - time.monotonic()))
+    reader.join(20)
+    assert len(got) == n, "received %d of %d" % (len(got), n)
+    assert got == [b"%08d" % k for k in range(n)]
+    log = open(b.stdout_path, "rb").read().decode("utf-8", "replace") + b.stderr()
+    assert "slow consumer no longer holds publishers" not in log, \
+        "a consumer that kept up was taken for a stuck one"
