@@ -13,7 +13,9 @@
  * route arrives. Every QoS 1/2 message carries its publishing node's sequence number, and
  * one publisher's messages reach a node in order. So the first number a moved session gets
  * from a publisher on its new node divides that publisher's stream: a replayed message before
- * it was missed, and one from it on arrived already.
+ * it was missed, and one from it on arrived already. A replay can also come first, ahead of
+ * the live copy of the same message (at a takeover the old owner passes on what it still
+ * gets): the live copy of a number already taken as a replay is skipped.
  *
  * It may also hold the message in its stored queue: the node it left stored it and died
  * before acknowledging the forward. A publisher's messages are stored in order too, so the
@@ -41,6 +43,7 @@ struct moved_pub {
     const char *node; /* interned (node/names.h) */
     uint64_t have;    /* the last number it holds from the store, 0 = none */
     uint64_t first;   /* the first number it got live on this node, 0 = none yet */
+    uint64_t taken;   /* the last number it took as a replay, 0 = none */
 };
 
 struct session_moved {
@@ -82,7 +85,7 @@ static struct moved_pub *pub_get(struct session_moved *mv, const char *node)
     if (mv->n_pubs == MOVED_PUB_MAX)
         return NULL;
     mv->pubs = xrealloc(mv->pubs, (mv->n_pubs + 1) * sizeof(*mv->pubs));
-    mv->pubs[mv->n_pubs] = (struct moved_pub){node, 0, 0};
+    mv->pubs[mv->n_pubs] = (struct moved_pub){node, 0, 0, 0};
     return &mv->pubs[mv->n_pubs++];
 }
 
@@ -103,12 +106,22 @@ bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m)
     if (!mv)
         return b->replay_of == NULL;
     struct moved_pub *e = m->pub_node ? pub_get(mv, m->pub_node) : NULL;
-    if (b->replay_of)
-        return strcmp(mv->from, b->replay_of) == 0 &&
-               (!e || (m->pub_seq > e->have && (!e->first || m->pub_seq < e->first)));
+    if (b->replay_of) {
+        if (strcmp(mv->from, b->replay_of) != 0)
+            return false;
+        if (!e)
+            return true;
+        if (m->pub_seq <= e->have || (e->first && m->pub_seq >= e->first))
+            return false;
+        if (m->pub_seq > e->taken)
+            e->taken = m->pub_seq;
+        return true;
+    }
     if (e && !e->first)
         e->first = m->pub_seq;
-    return true;
+    /* A replay can overtake the live copy of the same message (it left the publisher's node
+     * for the old owner first): what a replay brought is not delivered again. */
+    return !e || !m->pub_seq || m->pub_seq > e->taken;
 }
 
 /* ---- parked entries: MAGIC, publisher length (1 byte), publisher, sequence (8, big-endian),
