@@ -47,12 +47,29 @@ def _raise_nofile():
 _raise_nofile()  # brokers inherit it; test_malformed opens 2,000 sockets
 
 
+# Ports come from a slice of 2,000 below the ephemeral range (32768 and up), so that no
+# client's outgoing connection can hold one, and each test process that ctest runs side by side
+# has its own slice (SHOAL_PORT_SLICE, set in tests/CMakeLists.txt). Within a slice a port is
+# handed out once per cycle: asking the kernel for a free port twice can give the same one
+# back before anything listens on it.
+_PORT_SLICE = int(os.environ.get("SHOAL_PORT_SLICE", os.getpid() % 6))
+_PORT_BASE = 20000 + 2000 * (_PORT_SLICE % 6)
+_port_next = [0]
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    for _ in range(2000):
+        port = _PORT_BASE + _port_next[0]
+        _port_next[0] = (_port_next[0] + 1) % 2000
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue  # in use, or still in TIME_WAIT
+        finally:
+            s.close()
+    raise RuntimeError("no free port in %d-%d" % (_PORT_BASE, _PORT_BASE + 1999))
 
 
 def port_open(host, port, timeout=0.2):
