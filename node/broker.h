@@ -122,7 +122,6 @@ struct broker {
     struct mesh_recent *recent; /* takeovers received lately */
     struct mesh_handed *handed; /* sessions taken over, still passing messages on */
     size_t n_handed;
-    bool has_handed_off; /* draining and let go of its handed sessions: forwards are replayed */
     const struct msg *passed_m; /* the last message passed on, and to whom */
     uint64_t passed_uid;
     size_t n_recent;

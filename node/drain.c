@@ -46,11 +46,6 @@
 
 static void leave(struct broker *b);
 
-static bool is_settled(const struct broker *b)
-{
-    return !b->cluster || cluster_is_settled(b->cluster);
-}
-
 static void stop_drained(struct broker *b, uint64_t now_ms)
 {
     log_info("broker", "drained in %llu ms", (unsigned long long)(now_ms - b->drain_started_ms));
@@ -82,7 +77,8 @@ static bool may_stop(const struct broker *b, uint64_t now_ms)
 {
     if (!b->has_drain_left || now_ms < b->drain_left_ms + DRAIN_LINGER_MS)
         return false;
-    return is_settled(b) || now_ms >= b->drain_left_ms + DRAIN_SETTLE_MS;
+    return !b->cluster || cluster_is_settled(b->cluster) ||
+           now_ms >= b->drain_left_ms + DRAIN_SETTLE_MS;
 }
 
 static void leave(struct broker *b)

@@ -235,10 +235,11 @@ static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t 
         free(allow);
     if (tok)
         persist_forward_end(b, peer_uid, tok);
-    /* A draining node dropped the sessions it handed over, and members go on forwarding here
-     * until its route change reaches them: what they send meanwhile goes on as a replay, which
-     * only the sessions that moved away from this node take (node/mesh_moved.c). */
-    if (b->has_handed_off && m->pub_seq && m->pub_node && !replay_of)
+    /* A node leaving the cluster dropped the sessions it handed over (mesh_hand_over_end), and
+     * members go on forwarding here until its route change reaches them: what they send
+     * meanwhile goes on as a replay, which only the sessions that moved away from this node
+     * take (node/mesh_moved.c). */
+    if (b->drain_leaving && m->pub_seq && m->pub_node && !replay_of)
         mesh_replay(b, m, m->pub_node, b->conf->node_id);
     msg_unref(&m);
 }
@@ -300,7 +301,6 @@ static void handed_expire(struct broker *b, bool is_all)
 void mesh_hand_over_end(struct broker *b)
 {
     handed_expire(b, true);
-    b->has_handed_off = true;
 }
 
 void mesh_pass_on(struct broker *b, struct session *s, struct msg *m)
