@@ -91,6 +91,7 @@ struct broker {
     struct conn *publisher;        /* connection whose PUBLISH is being routed, if any */
     struct persist_wait *ack_wait; /* its acknowledgement's store appends, if any */
     struct buf persist_out;        /* encodes one store write (the store copies it) */
+    uint64_t store_key_next;       /* keys of stored queue entries: random start, then +1 */
     struct session **trims;        /* sessions with stored messages to trim this pass */
     size_t n_trims;
     size_t cap_trims;

@@ -20,6 +20,7 @@
 #include "node/clock.h"
 #include "node/codec.h"
 #include "node/conn.h"
+#include "node/digest.h"
 #include "node/err.h"
 #include "node/handle.h"
 #include "node/log.h"
@@ -31,6 +32,9 @@
 
 #define PERSIST_STATE_VERSION 2 /* 1: without the will */
 #define PERSIST_DLV_VERSION   2 /* 1: without the publishing node and its number */
+/* A stored delivery is a 0 byte and its key (store_entry_id's convention), then the delivery.
+ * Entries stored before keys existed are the delivery alone. */
+#define PERSIST_KEYED_HDR (1 + STORE_ENTRY_KEY_LEN)
 
 void session__will_detach(struct session *s, int err);
 
@@ -239,8 +243,10 @@ static int state_read(struct session *s, const uint8_t *p, size_t n, bool is_ref
     return r.is_bad ? ERR_MALFORMED : 0;
 }
 
-static void dlv_write(const struct session_dlv *d, struct buf *o)
+static void dlv_write(const struct session_dlv *d, uint64_t key, struct buf *o)
 {
+    put8(o, 0);
+    put64(o, key);
     put8(o, PERSIST_DLV_VERSION);
     put8(o, d->qos);
     put8(o, d->retain);
@@ -261,11 +267,16 @@ static void dlv_write(const struct session_dlv *d, struct buf *o)
     buf_commit(o, n);
 }
 
-/* Decodes a stored delivery; d->m gets a new reference. Returns 0 or ERR_MALFORMED. */
+/* Decodes a stored delivery; d->m gets a new reference, d->store_key its key (0 for an entry
+ * stored without one). Returns 0 or ERR_MALFORMED. */
 static int dlv_read(const uint8_t *p, size_t n, struct session_dlv *d)
 {
     struct reader r = {p, n, false};
     memset(d, 0, sizeof(*d));
+    if (n > PERSIST_KEYED_HDR && p[0] == 0) {
+        (void)get(&r, 1);
+        d->store_key = get(&r, STORE_ENTRY_KEY_LEN);
+    }
     uint8_t v = (uint8_t)get(&r, 1);
     if (v != 1 && v != PERSIST_DLV_VERSION)
         return ERR_MALFORMED;
@@ -380,7 +391,8 @@ void persist_forget(struct session *s)
         (void)store_session_delete(s->b->store, s->client_id, s->epoch, on_written, NULL);
 }
 
-static bool push(struct session *s, const struct session_dlv *d, struct persist_wait *w);
+static uint64_t push(struct session *s, const struct session_dlv *d, struct persist_wait *w,
+                     bool is_limited);
 
 void persist_detach(struct session *s)
 {
@@ -395,17 +407,16 @@ void persist_detach(struct session *s)
     for (uint32_t i = 0; q && i < q->n_inflight; i++) {
         const struct session_dlv *d = &q->inflight[i].d;
         if (d->m && !d->from_store)
-            (void)push(s, d, NULL);
+            (void)push(s, d, NULL, true);
     }
     struct session_dlv d;
     while (q && session_queue_pop(s, &d)) {
         if (!d.from_store)
-            (void)push(s, &d, NULL);
+            (void)push(s, &d, NULL, true);
         msg_unref(&d.m);
     }
     session_queue_clear_inflight(s);
     s->stored_backlog = 0;
-    s->trim_carry = 0;
     s->is_stored = true;
 }
 
@@ -515,28 +526,45 @@ void persist_forward_end(struct broker *b, uint64_t peer_uid, uint64_t tok)
     w->is_queued = true;
 }
 
-/* Appends d to s's stored queue; w (may be NULL) waits for it. Returns true when issued. */
-static bool push(struct session *s, const struct session_dlv *d, struct persist_wait *w)
+/* A key for a new stored entry. Keys only need to differ within one session's queue, which
+ * entries from several nodes and node restarts share: each process counts on from a random
+ * 64-bit start, so two runs meet only if their ranges overlap. */
+static uint64_t next_key(struct broker *b)
+{
+    while (b->store_key_next == 0) {
+        uint8_t r[8];
+        if (digest_random(r, sizeof(r)) != 0)
+            abort(); /* the OpenSSL generator does not fail once seeded */
+        memcpy(&b->store_key_next, r, sizeof(r));
+    }
+    return b->store_key_next++;
+}
+
+/* Appends d to s's stored queue; w (may be NULL) waits for it. An offline session's queue
+ * limits apply unless !is_limited. Returns the entry's key when issued, else 0. */
+static uint64_t push(struct session *s, const struct session_dlv *d, struct persist_wait *w,
+                     bool is_limited)
 {
     const struct conf *cf = s->b->conf;
     struct buf *o = &s->b->persist_out;
+    uint64_t key = next_key(s->b);
     buf_reset(o);
-    dlv_write(d, o);
+    dlv_write(d, key, o);
     struct store_blob blob = {buf_head(o), buf_used(o)};
     /* A connected session's local queue already applied the limits (and the stored queue
      * also holds its inflight window); an offline one is limited by the store. */
-    bool is_offline = s->conn == NULL && s->is_stored;
+    bool is_offline = is_limited && s->conn == NULL && s->is_stored;
     int rc =
         store_queue_push(s->b->store, s->client_id, blob, is_offline ? cf->max_queued_messages : 0,
                          is_offline ? cf->max_queued_bytes : 0, on_pushed, w);
     if (rc < 0) {
         if (w && w->err == 0)
             w->err = rc;
-        return false;
+        return 0;
     }
     if (w)
         w->pending++;
-    return true;
+    return key;
 }
 
 static struct persist_wait *wait_for(struct broker *b, struct session *s)
@@ -572,15 +600,15 @@ void persist_deliver_offline(struct session *s, const struct session_dlv *d)
 {
     if (d->qos == 0 || msg_is_expired(d->m, clock_now_ms()))
         return;
-    (void)push(s, d, routing_wait(s->b));
+    (void)push(s, d, routing_wait(s->b), true);
 }
 
-bool persist_deliver_online(struct session *s, const struct session_dlv *d)
+uint64_t persist_deliver_online(struct session *s, const struct session_dlv *d)
 {
-    if (!push(s, d, routing_wait(s->b)))
-        return false;
-    s->stored_backlog++;
-    return true;
+    uint64_t key = push(s, d, routing_wait(s->b), true);
+    if (key)
+        s->stored_backlog++;
+    return key;
 }
 
 bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid)
@@ -608,13 +636,23 @@ bool persist_ack_defer(struct conn *c, uint8_t type, uint16_t pid)
     return true;
 }
 
+static void trim_issue(struct broker *b, struct session *s);
+
 void persist_session_gone(struct session *s)
 {
-    for (size_t i = 0; s->pending_trim && i < s->b->n_trims; i++)
-        if (s->b->trims[i] == s)
-            s->b->trims[i] = NULL;
-    s->pending_trim = 0;
     struct session_q *q = s->q;
+    if (q && q->n_trim_keys) {
+        /* What it acknowledged last is trimmed still: the keys are all that is needed. */
+        trim_issue(s->b, s);
+        for (size_t i = 0; i < s->b->n_trims; i++)
+            if (s->b->trims[i] == s)
+                s->b->trims[i] = NULL;
+    }
+    if (q) {
+        free(q->trim_keys);
+        q->trim_keys = NULL;
+        q->n_trim_keys = q->cap_trim_keys = 0;
+    }
     while (q && q->acks) {
         struct persist_wait *w = q->acks;
         q->acks = w->next;
@@ -627,18 +665,17 @@ void persist_session_gone(struct session *s)
         q->acks_tail = NULL;
 }
 
-void persist_dlv_done(struct session *s, const struct session_dlv *d)
+/* Queues key for this loop pass's trim of s. */
+static void trim_add(struct session *s, uint64_t key)
 {
-    if (!d->from_store || !persist_is_on(s->b))
-        return;
-    if (s->stored_backlog > 0)
-        s->stored_backlog--;
-    /* Acknowledgements come in bursts: one trim per session per loop pass. */
     struct broker *b = s->b;
-    uint32_t k = 1 + d->trim_extra + s->trim_carry;
-    s->trim_carry = 0;
-    s->pending_trim += k;
-    if (s->pending_trim > k)
+    struct session_q *q = session_q_get(s);
+    if (q->n_trim_keys == q->cap_trim_keys) {
+        q->cap_trim_keys = q->cap_trim_keys ? q->cap_trim_keys * 2 : 8;
+        q->trim_keys = xrealloc(q->trim_keys, q->cap_trim_keys * sizeof(*q->trim_keys));
+    }
+    q->trim_keys[q->n_trim_keys++] = key;
+    if (q->n_trim_keys > 1)
         return;
     if (b->n_trims == b->cap_trims) {
         b->cap_trims = b->cap_trims ? b->cap_trims * 2 : 64;
@@ -647,14 +684,82 @@ void persist_dlv_done(struct session *s, const struct session_dlv *d)
     b->trims[b->n_trims++] = s;
 }
 
+void persist_dlv_done(struct session *s, const struct session_dlv *d)
+{
+    if (!d->from_store || !persist_is_on(s->b))
+        return;
+    if (s->stored_backlog > 0)
+        s->stored_backlog--;
+    /* Acknowledgements come in bursts: one trim per session per loop pass. */
+    if (d->store_key)
+        trim_add(s, d->store_key);
+}
+
+/* A trim in flight: what it takes to ask again if it fails. */
+struct trim_req {
+    struct broker *b;
+    uint64_t epoch;
+    uint32_t n;
+    uint64_t *keys;
+    char client_id[];
+};
+
+/*
+ * A trim that failed for want of Redis is asked again while the session is still this node's
+ * under the same epoch: trims name entries by key, so repeating one is harmless, and without it
+ * the acknowledged messages would come back after the next restart. A trim refused as stale
+ * (a newer owner) or cancelled (shutdown) is dropped.
+ */
+static void on_trimmed(void *ctx, int rc)
+{
+    struct trim_req *t = ctx;
+    if (rc < 0 && rc != ERR_EXISTS && rc != ERR_CANCELED) {
+        struct session *s = broker_session_find(t->b, t->client_id, strlen(t->client_id));
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "stored messages not trimmed n=%u rc=%s%s", t->n,
+                        err_str(rc), s && s->epoch == t->epoch ? ", asking again" : "");
+        for (uint32_t i = 0; s && s->epoch == t->epoch && i < t->n; i++)
+            trim_add(s, t->keys[i]);
+    }
+    free(t->keys);
+    free(t);
+}
+
+static void trim_issue(struct broker *b, struct session *s)
+{
+    struct session_q *q = s->q;
+    uint32_t n = q->n_trim_keys;
+    size_t len = s->client_id_len;
+    struct trim_req *t = xmalloc(sizeof(*t) + len + 1);
+    struct store_blob *ids = xmalloc(n * sizeof(*ids));
+    uint8_t *be = xmalloc((size_t)n * STORE_ENTRY_KEY_LEN);
+
+    t->b = b;
+    t->epoch = s->epoch;
+    t->n = n;
+    t->keys = q->trim_keys;
+    memcpy(t->client_id, s->client_id, len + 1);
+    for (uint32_t i = 0; i < n; i++) {
+        for (unsigned j = 0; j < STORE_ENTRY_KEY_LEN; j++)
+            be[i * STORE_ENTRY_KEY_LEN + j] = (uint8_t)(t->keys[i] >> (56 - 8 * j));
+        ids[i] = (struct store_blob){be + i * STORE_ENTRY_KEY_LEN, STORE_ENTRY_KEY_LEN};
+    }
+    q->trim_keys = NULL;
+    q->n_trim_keys = q->cap_trim_keys = 0;
+    if (store_queue_trim(b->store, s->client_id, s->epoch, ids, n, on_trimmed, t) < 0) {
+        free(t->keys);
+        free(t);
+    }
+    free(ids);
+    free(be);
+}
+
 void persist_flush_trims(struct broker *b)
 {
+    /* on_trimmed never runs from inside store_queue_trim, so the list stays as it is. */
     for (size_t i = 0; i < b->n_trims; i++) {
         struct session *s = b->trims[i];
-        if (!s)
-            continue;
-        (void)store_queue_trim(b->store, s->client_id, s->epoch, s->pending_trim, on_written, NULL);
-        s->pending_trim = 0;
+        if (s && s->q && s->q->n_trim_keys)
+            trim_issue(b, s);
     }
     b->n_trims = 0;
 }
@@ -765,17 +870,20 @@ static void mark_copies(const struct session_dlv *ds, size_t n, bool *skip)
 
 /*
  * Puts a resumed session's stored queue in front of its local one. Stored messages are older
- * than anything queued while the load ran, and leave the store only as they leave the session:
- * trims count from the head, so each entry skipped here (unreadable, or a second copy) is
- * trimmed along with the entry read back before it.
+ * than anything queued while the load ran, and leave the store only as they leave the session,
+ * trimmed by key. An entry skipped here (unreadable, or a second copy) is trimmed at once. An
+ * entry stored without a key (by an older version) is stored again with one, then removed by
+ * its content, so that it can be trimmed like the others: in between, a crash leaves it twice,
+ * never not at all.
  */
-static void read_back(struct session *s, const struct store_blob *queue, size_t n)
+static void read_back(struct session *s, uint64_t epoch, const struct store_blob *queue, size_t n)
 {
     if (n == 0)
         return;
     struct session_dlv *ds = xcalloc(n, sizeof(*ds));
     bool *skip = xcalloc(n, sizeof(*skip));
-    size_t n_bad = 0, n_copies = 0;
+    struct store_blob *gone = NULL;
+    size_t n_bad = 0, n_copies = 0, n_gone = 0;
     for (size_t i = 0; i < n; i++) {
         if (dlv_read(queue[i].p, queue[i].len, &ds[i]) < 0) {
             skip[i] = true;
@@ -783,29 +891,37 @@ static void read_back(struct session *s, const struct store_blob *queue, size_t 
         }
     }
     mark_copies(ds, n, skip);
-    size_t last = SIZE_MAX;
     for (size_t i = 0; i < n; i++) {
+        struct store_blob id = store_entry_id(queue[i]);
+        bool is_keyed = id.len != queue[i].len;
+        if (skip[i]) {
+            if (ds[i].m)
+                n_copies++;
+        } else if (!is_keyed) {
+            ds[i].store_key = push(s, &ds[i], NULL, false);
+        }
+        if (skip[i] || !is_keyed) {
+            if (!gone)
+                gone = xmalloc(n * sizeof(*gone));
+            gone[n_gone++] = id;
+        }
         if (!skip[i]) {
-            last = i;
-            ds[i].from_store = true;
+            ds[i].from_store = ds[i].store_key != 0;
             if (s->moved)
                 mesh_moved_stored(s, ds[i].m);
-            continue;
         }
-        if (ds[i].m)
-            n_copies++;
-        if (last == SIZE_MAX)
-            s->trim_carry++;
-        else
-            ds[last].trim_extra++;
     }
+    if (n_gone) /* after the appends above, on the same connection */
+        (void)store_queue_trim(s->b->store, s->client_id, epoch, gone, n_gone, on_written, NULL);
     for (size_t i = n; i-- > 0;) {
         if (!skip[i]) {
-            s->stored_backlog++;
+            if (ds[i].from_store)
+                s->stored_backlog++;
             session_queue_push_front(s, &ds[i]);
         }
         msg_unref(&ds[i].m);
     }
+    free(gone);
     free(skip);
     free(ds);
     if (n_bad)
@@ -877,7 +993,7 @@ static void on_loaded(void *ctx, int rc, struct store_blob state, const struct s
             (is_loaded || strcmp(r->prev_owner, b->conf->node_id) != 0))
             mesh_moved_mark(s, r->prev_owner);
         if (s && !s->conn && !r->clean_start)
-            read_back(s, queue, n);
+            read_back(s, r->epoch, queue, n);
     }
     if (rc < 0 && rc != ERR_CANCELED)
         log_ratelimited(LOG_LEVEL_WARN, "persist", "session resume failed rc=%s", err_str(rc));

@@ -50,9 +50,9 @@ void persist_detach(struct session *s);
  * PUBLISH is being routed (b->publisher), its acknowledgement waits for the append. */
 void persist_deliver_offline(struct session *s, const struct session_dlv *d);
 /* A connected persistent session receives d: appended to its stored queue (the publisher's
- * acknowledgement waits, as above) and trimmed once acknowledged. Returns true when the append
- * was issued: the local copy is then marked as stored. */
-bool persist_deliver_online(struct session *s, const struct session_dlv *d);
+ * acknowledgement waits, as above) and trimmed once acknowledged. Returns the stored entry's
+ * key when the append was issued (the local copy is then marked as stored), else 0. */
+uint64_t persist_deliver_online(struct session *s, const struct session_dlv *d);
 /* A message that came from the stored queue has left the session (acknowledged, expired or
  * dropped): trims it from the store. */
 void persist_dlv_done(struct session *s, const struct session_dlv *d);

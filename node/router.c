@@ -68,7 +68,7 @@ static void on_match(void *ctx, void *owner, void *rec)
         d->retain = retain;
         d->n_sub_ids = 0;
         d->from_store = false;
-        d->trim_extra = 0;
+        d->store_key = 0;
     }
     if (sub->sub_id && d->n_sub_ids < SESSION_MAX_SUB_IDS)
         d->sub_ids[d->n_sub_ids++] = sub->sub_id;

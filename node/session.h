@@ -39,8 +39,8 @@ struct session_dlv {
     uint8_t n_sub_ids;
     uint8_t qos;
     bool retain;
-    bool from_store;     /* read from the stored queue: trimmed there once it leaves */
-    uint32_t trim_extra; /* stored entries right behind it that were skipped: trimmed with it */
+    bool from_store;    /* in the stored queue: trimmed there by its key once it leaves */
+    uint64_t store_key; /* its entry's key there (persist.c) */
 };
 
 enum session_inflight_state {
@@ -92,6 +92,10 @@ struct session_q {
     /* This client's PUBLISH acknowledgements waiting for store writes, in arrival order. */
     struct persist_wait *acks;
     struct persist_wait *acks_tail;
+    /* Keys of stored messages gone this loop pass, trimmed in one request. */
+    uint64_t *trim_keys;
+    uint32_t n_trim_keys;
+    uint32_t cap_trim_keys;
 };
 
 /* One per client id, connected or not: the fields are ordered to leave no holes, and the
@@ -120,8 +124,6 @@ struct session {
 
     uint64_t epoch;          /* owner epoch in a durable store, fencing its writes */
     uint32_t stored_backlog; /* messages read from the store and not yet gone */
-    uint32_t pending_trim;   /* stored messages gone this loop pass, trimmed in one request */
-    uint32_t trim_carry;     /* skipped stored entries ahead of the first one read back */
     uint16_t next_pid;
     bool is_flow_exempt;         /* gave up waiting for it; cleared when it acks again */
     struct session_moved *moved; /* came from another node lately (node/mesh_moved.c) */

@@ -402,8 +402,10 @@ void session_deliver(struct session *s, const struct session_dlv *d)
     /* A persistent session's messages are in the store until acknowledged, so a node that
      * dies with them unacknowledged loses nothing. A message the queue would drop is not
      * stored either, which keeps the stored queue in the local one's order. */
-    if (s->expiry_s != 0 && persist_is_on(s->b) && (is_now || queue_has_room(s, d)))
-        own.from_store = persist_deliver_online(s, d);
+    if (s->expiry_s != 0 && persist_is_on(s->b) && (is_now || queue_has_room(s, d))) {
+        own.store_key = persist_deliver_online(s, d);
+        own.from_store = own.store_key != 0;
+    }
     if (is_now) {
         own.m = msg_ref(d->m);
         (void)send_new(s, &own);

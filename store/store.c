@@ -544,19 +544,29 @@ int store_queue_push(struct store *s, const char *client_id, struct store_blob m
     return rc < 0 ? req_abort(r, rc) : 0;
 }
 
-int store_queue_trim(struct store *s, const char *client_id, uint64_t epoch, size_t n,
-                     store_done_cb cb, void *ctx)
+struct store_blob store_entry_id(struct store_blob entry)
+{
+    if (entry.len > STORE_ENTRY_KEY_LEN && entry.p[0] == 0)
+        return (struct store_blob){entry.p + 1, STORE_ENTRY_KEY_LEN};
+    return entry;
+}
+
+int store_queue_trim(struct store *s, const char *client_id, uint64_t epoch,
+                     const struct store_blob *ids, size_t n, store_done_cb cb, void *ctx)
 {
     struct store__req *r;
     int rc = start_check(s, cb != NULL);
 
     if (rc < 0)
         return rc;
-    if (!key_ok(client_id))
+    if (!key_ok(client_id) || !ids || n == 0)
         return ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (!ids[i].p || ids[i].len == 0 || ids[i].len > UINT32_MAX)
+            return ERR_INVALID;
     r = req_new(s, STORE__CB_DONE, ctx);
     r->cb.done = cb;
-    rc = s->ops->queue_trim(s->impl, r, client_id, epoch, n);
+    rc = s->ops->queue_trim(s->impl, r, client_id, epoch, ids, n);
     return rc < 0 ? req_abort(r, rc) : 0;
 }
 

@@ -85,9 +85,20 @@ int store_session_delete(struct store *s, const char *client_id, uint64_t epoch,
  * limit). Not fenced: any node may queue for an offline session. */
 int store_queue_push(struct store *s, const char *client_id, struct store_blob msg,
                      uint32_t max_count, uint64_t max_bytes, store_done_cb cb, void *ctx);
-/* Drops the first n queued messages, fenced by epoch. */
-int store_queue_trim(struct store *s, const char *client_id, uint64_t epoch, size_t n,
-                     store_done_cb cb, void *ctx);
+/*
+ * Removes the queued messages named by ids (n of them, n >= 1), fenced by epoch. Queue entries
+ * are opaque to the store except for their id: an entry that starts with a 0 byte followed by
+ * at least STORE_ENTRY_KEY_LEN more bytes has those bytes as its id (a key its writer keeps
+ * unique within the queue); any other entry is its own id. The search starts at the head and
+ * covers the first n + STORE_TRIM_SLACK entries: acknowledged messages are near the head. An
+ * id that matches nothing there is ignored, so a trim can be repeated safely.
+ */
+#define STORE_ENTRY_KEY_LEN 8
+#define STORE_TRIM_SLACK    1024
+/* The id of a queue entry, pointing into it. */
+struct store_blob store_entry_id(struct store_blob entry);
+int store_queue_trim(struct store *s, const char *client_id, uint64_t epoch,
+                     const struct store_blob *ids, size_t n, store_done_cb cb, void *ctx);
 
 /* Sets (or with an empty blob, clears) the retained message for topic. */
 int store_retain_set(struct store *s, const char *topic, struct store_blob msg, store_done_cb cb,

@@ -78,7 +78,7 @@ struct store__backend_ops {
     int (*queue_push)(void *impl, struct store__req *r, const char *client_id,
                       struct store_blob msg, uint32_t max_count, uint64_t max_bytes);
     int (*queue_trim)(void *impl, struct store__req *r, const char *client_id, uint64_t epoch,
-                      size_t n);
+                      const struct store_blob *ids, size_t n);
     int (*retain_set)(void *impl, struct store__req *r, const char *topic, struct store_blob msg);
     int (*retain_load)(void *impl, struct store__req *r);
     int (*session_scan)(void *impl, struct store__req *r);

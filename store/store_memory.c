@@ -513,8 +513,16 @@ static int mem_queue_push(void *impl, struct store__req *r, const char *client_i
     return 0;
 }
 
+static bool is_named(struct store_blob id, const struct store_blob *ids, bool *found, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!found[i] && ids[i].len == id.len && memcmp(ids[i].p, id.p, id.len) == 0)
+            return found[i] = true;
+    return false;
+}
+
 static int mem_queue_trim(void *impl, struct store__req *r, const char *client_id, uint64_t epoch,
-                          size_t n)
+                          const struct store_blob *ids, size_t n)
 {
     struct mem_client *c = client_get(impl, client_id);
 
@@ -523,15 +531,24 @@ static int mem_queue_trim(void *impl, struct store__req *r, const char *client_i
         store__complete(r, ERR_EXISTS);
         return 0;
     }
-    for (; c && n > 0 && c->q_head; n--) {
-        struct mem_qmsg *q = c->q_head;
-        c->q_head = q->next;
+    bool *found = xcalloc(n, sizeof(*found));
+    size_t left = n, seen = 0;
+    struct mem_qmsg **at = c ? &c->q_head : NULL;
+    while (at && *at && left > 0 && seen++ < n + STORE_TRIM_SLACK) {
+        struct mem_qmsg *q = *at;
+        if (!is_named(store_entry_id((struct store_blob){q->data, q->len}), ids, found, n)) {
+            at = &q->next;
+            continue;
+        }
+        left--;
+        *at = q->next;
+        if (c->q_tail == &q->next)
+            c->q_tail = at;
         c->q_count--;
         c->q_bytes -= q->len;
         free(q);
     }
-    if (c && !c->q_head)
-        c->q_tail = &c->q_head;
+    free(found);
     store__complete(r, 0);
     return 0;
 }

@@ -16,6 +16,7 @@
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -161,22 +162,56 @@ static const char *const rds_scripts[RDS_N_SCRIPTS] = {
                         "  redis.call('PEXPIRE', KEYS[3], ttl)\n"
                         "end\n"
                         "return 0\n",
-    /* KEYS: owner, q, qb. ARGV: epoch, n. */
-    [RDS_SCRIPT_TRIM] = RDS_LUA_STALE "if stale(KEYS[1], ARGV[1]) then return 1 end\n"
-                                      "local len = redis.call('LLEN', KEYS[2])\n"
-                                      "local n = tonumber(ARGV[2])\n"
-                                      "if n > len then n = len end\n"
-                                      "if n <= 0 then return 0 end\n"
-                                      "if n == len then\n"
-                                      "  redis.call('DEL', KEYS[2], KEYS[3])\n"
-                                      "  return 0\n"
-                                      "end\n"
-                                      "local gone = redis.call('LRANGE', KEYS[2], 0, n - 1)\n"
-                                      "local b = 0\n"
-                                      "for i = 1, #gone do b = b + string.len(gone[i]) end\n"
-                                      "redis.call('LTRIM', KEYS[2], n, -1)\n"
-                                      "redis.call('DECRBY', KEYS[3], b)\n"
-                                      "return 0\n",
+    /* KEYS: owner, q, qb. ARGV: epoch, the ids (each a 4-byte big-endian length, then the
+     * id), the number of entries to search beyond the ids' count. Removes each entry named
+     * (store_entry_id's rule) among the first ones; a removed run at the head is one LTRIM,
+     * others become empty strings (no entry is empty) and go in one LREM. */
+    [RDS_SCRIPT_TRIM] =
+        RDS_LUA_STALE "if stale(KEYS[1], ARGV[1]) then return 1 end\n"
+                      "local want, left, a, i = {}, 0, ARGV[2], 1\n"
+                      "while i + 3 <= #a do\n"
+                      "  local b1, b2, b3, b4 = string.byte(a, i, i + 3)\n"
+                      "  local n = ((b1 * 256 + b2) * 256 + b3) * 256 + b4\n"
+                      "  local id = string.sub(a, i + 4, i + 3 + n)\n"
+                      "  want[id] = (want[id] or 0) + 1\n"
+                      "  left = left + 1\n"
+                      "  i = i + 4 + n\n"
+                      "end\n"
+                      "local len = redis.call('LLEN', KEYS[2])\n"
+                      "local limit = math.min(len, left + tonumber(ARGV[3]))\n"
+                      "local pos, gone, bytes, head = 0, {}, 0, 0\n"
+                      "while pos < limit and left > 0 do\n"
+                      "  local last = math.min(pos + 2 * left + 16, limit) - 1\n"
+                      "  local es = redis.call('LRANGE', KEYS[2], pos, last)\n"
+                      "  for j = 1, #es do\n"
+                      "    local e = es[j]\n"
+                      "    local id = e\n"
+                      "    if #e > 8 and string.byte(e, 1) == 0 then id = string.sub(e, 2, 9) end\n"
+                      "    local w = want[id]\n"
+                      "    if w then\n"
+                      "      if w == 1 then want[id] = nil else want[id] = w - 1 end\n"
+                      "      left = left - 1\n"
+                      "      gone[#gone + 1] = pos + j - 1\n"
+                      "      bytes = bytes + #e\n"
+                      "      if head == pos + j - 1 then head = head + 1 end\n"
+                      "      if left == 0 then break end\n"
+                      "    end\n"
+                      "  end\n"
+                      "  pos = last + 1\n"
+                      "end\n"
+                      "if #gone == 0 then return 0 end\n"
+                      "if #gone == len then\n"
+                      "  redis.call('DEL', KEYS[2], KEYS[3])\n"
+                      "  return 0\n"
+                      "end\n"
+                      "if head == #gone then\n"
+                      "  redis.call('LTRIM', KEYS[2], head, -1)\n"
+                      "else\n"
+                      "  for _, p in ipairs(gone) do redis.call('LSET', KEYS[2], p, '') end\n"
+                      "  redis.call('LREM', KEYS[2], #gone, '')\n"
+                      "end\n"
+                      "redis.call('DECRBY', KEYS[3], bytes)\n"
+                      "return 0\n",
     /* KEYS: sessions index. ARGV: cursor. One batch of {cursor, {sess key, state, ...}}; index
      * entries whose session expired are dropped on the way. */
     [RDS_SCRIPT_SCAN] = "local r = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', 1000)\n"
@@ -352,6 +387,11 @@ struct rds_store {
     uint64_t rand_state;
     unsigned hs_sent;
     unsigned hs_got;
+    unsigned hs_id_step;   /* the handshake's CLIENT ID */
+    unsigned hs_kill_step; /* its CLIENT KILL of the previous connection, or UINT_MAX */
+    long long redis_id;    /* this connection's id at the server, 0 if unknown */
+    long long hs_redis_id;
+    char redis_addr[64]; /* and its address as the server names it: "ip:port", "[ip6]:port" */
     bool hs_failed;
     bool hs_refused;
     char sha[RDS_N_SCRIPTS][RDS_SHA_LEN + 1];
@@ -1241,6 +1281,34 @@ static void conn_up(struct rds_store *rs)
     }
 }
 
+/* Which connection the next handshake kills: its id and address together, so that a server
+ * restarted since, which numbers its clients from 1 again, is never asked to kill another. */
+static void remember_conn(struct rds_store *rs)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN];
+    int port = 0;
+
+    rs->redis_id = 0;
+    if (rs->hs_redis_id <= 0 || getsockname(rs->ac->c.fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        (void)inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+        (void)snprintf(rs->redis_addr, sizeof(rs->redis_addr), "%s:%d", ip, port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        (void)inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+        (void)snprintf(rs->redis_addr, sizeof(rs->redis_addr), "[%s]:%d", ip, port);
+    } else {
+        return;
+    }
+    rs->redis_id = rs->hs_redis_id;
+}
+
 /* Errors that mean this server will not take us as configured: retrying will not help. */
 static bool is_refusal(const char *msg)
 {
@@ -1278,7 +1346,12 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
     if (!y || ac != rs->ac)
         return; /* the connection went away; its disconnect or the deadline handles that */
     step = rs->hs_got++;
-    if (y->type == REDIS_REPLY_ERROR) {
+    if (step == rs->hs_id_step || step == rs->hs_kill_step) {
+        /* Best effort: a server without CLIENT ID (before 5.0), or a user not allowed CLIENT,
+         * still serves; only a late request's outcome stays open a little longer. */
+        if (step == rs->hs_id_step && y->type == REDIS_REPLY_INTEGER)
+            rs->hs_redis_id = y->integer;
+    } else if (y->type == REDIS_REPLY_ERROR) {
         if (!rs->hs_failed) {
             char esc[160];
             rs->hs_refused = is_refusal(y->str);
@@ -1300,10 +1373,12 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (rs->hs_got < rs->hs_sent)
         return;
-    if (rs->hs_failed)
+    if (rs->hs_failed) {
         hs_failed(rs);
-    else
+    } else {
+        remember_conn(rs);
         conn_up(rs);
+    }
 }
 
 static int hs_send(struct rds_store *rs, int argc, const char **argv)
@@ -1312,11 +1387,14 @@ static int hs_send(struct rds_store *rs, int argc, const char **argv)
 }
 
 /* AUTH and SELECT come before anything else on every connection; the script cache may have
- * been flushed by a restart, so the scripts are loaded again too. */
+ * been flushed by a restart, so the scripts are loaded again too. The previous connection is
+ * killed at the server: a request that failed on it (timed out, or on the wire when it broke)
+ * is then either applied already or never will be, once the handshake is answered. Otherwise
+ * a stalled server could apply it later, after requests made since on this connection. */
 static void conn_handshake(struct rds_store *rs)
 {
-    char db[16];
-    const char *argv[3];
+    char db[16], id[24];
+    const char *argv[6];
     int rc = 0;
 
     rs->state = RDS_HANDSHAKE;
@@ -1336,6 +1414,22 @@ static void conn_handshake(struct rds_store *rs)
     argv[1] = db;
     rc |= hs_send(rs, 2, argv);
     rs->hs_sent++;
+    argv[0] = "CLIENT";
+    argv[1] = "ID";
+    rs->hs_id_step = rs->hs_sent++;
+    rs->hs_redis_id = 0;
+    rc |= hs_send(rs, 2, argv);
+    rs->hs_kill_step = UINT_MAX;
+    if (rs->redis_id > 0) {
+        (void)snprintf(id, sizeof(id), "%lld", rs->redis_id);
+        argv[1] = "KILL";
+        argv[2] = "ID";
+        argv[3] = id;
+        argv[4] = "ADDR";
+        argv[5] = rs->redis_addr;
+        rs->hs_kill_step = rs->hs_sent++;
+        rc |= hs_send(rs, 6, argv);
+    }
     for (int i = 0; i < RDS_N_SCRIPTS; i++) {
         argv[0] = "SCRIPT";
         argv[1] = "LOAD";
@@ -1667,7 +1761,7 @@ static int rds_queue_push(void *impl, struct store__req *r, const char *client_i
 }
 
 static int rds_queue_trim(void *impl, struct store__req *r, const char *client_id, uint64_t epoch,
-                          size_t n)
+                          const struct store_blob *ids, size_t n)
 {
     struct rds_cmd *c = cmd_new(r, RDS_OP_TRIM);
 
@@ -1676,7 +1770,15 @@ static int rds_queue_trim(void *impl, struct store__req *r, const char *client_i
     cmd_key(c, client_id, RDS_SUFFIX_QUEUE);
     cmd_key(c, client_id, RDS_SUFFIX_QBYTES);
     cmd_u64(c, epoch);
-    cmd_u64(c, n);
+    cmd_arg_begin(c);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len = (uint32_t)ids[i].len;
+        uint8_t be[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                         (uint8_t)len};
+        cmd_put(c, be, sizeof(be));
+        cmd_put(c, ids[i].p, ids[i].len);
+    }
+    cmd_u64(c, STORE_TRIM_SLACK);
     return cmd_submit(impl, c);
 }
 

@@ -359,3 +359,79 @@ def test_connack_waits_until_the_session_is_stored(node, redis):
         node.start()
         c = resume(node, "persist-ca%d" % i, expect_present=True)
         c.close()
+
+
+
+def test_a_frozen_store_loses_no_acknowledged_message(node, redis):
+    """Redis freezes (SIGSTOP) past the command timeout while a connected persistent
+    subscriber receives messages. Their appends fail for the publisher: the first one was sent
+    and may still be applied when Redis wakes, the later ones never left the node. The
+    subscriber acknowledges them only after Redis is back, when newer stored messages wait
+    behind them: trimming those acknowledgements must remove exactly the entries they name.
+    A SIGKILL of the node then brings back every stored message not acknowledged, and nothing
+    else."""
+    make_session(node, "persist-g", "g/#")
+    make_session(node, "persist-probe", "probe/#")
+    sub = resume(node, "persist-g")
+    pub = node.raw(5)
+    assert pub.connect("pub-g", version=5).rc == 0
+
+    def publish(topic, payload, pid):
+        pub.send(rawmqtt.publish(topic, payload, qos=1, pid=pid, version=5))
+        ack = pub.expect(rawmqtt.PUBACK, timeout=10)
+        assert ack.pid == pid, ack
+        return ack.rc
+
+    def take(n, timeout=10):
+        """n PUBLISHes to the subscriber, not acknowledged yet."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < n and time.monotonic() < deadline:
+            p = sub.try_recv(max(0.01, deadline - time.monotonic()))
+            if p is not None and p.type == rawmqtt.PUBLISH:
+                got.append(p)
+        assert len(got) == n, [p.payload for p in got]
+        return got
+
+    for i in range(1, 4):
+        assert publish("g/x", b"g%d" % i, i) == 0
+    for p in take(3):
+        sub.send(rawmqtt.puback(p.pid))
+
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        # Sent, then timed out with the connection it was on.
+        assert publish("g/x", b"f4", 4) >= 0x80
+        # Never sent: they wait for a connection and time out in the node.
+        assert publish("g/x", b"f5", 5) >= 0x80
+        assert publish("g/x", b"f6", 6) >= 0x80
+        frozen = take(3)
+        assert [p.payload for p in frozen] == [b"f4", b"f5", b"f6"]
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+
+    pid = 7
+    deadline = time.monotonic() + 10
+    while publish("probe/x", b"probe", pid) != 0:  # until the store is back
+        assert time.monotonic() < deadline, "the store did not come back"
+        pid += 1
+        time.sleep(0.3)
+    stored = [b"g%d" % i for i in range(pid + 1, pid + 6)]
+    for i, payload in enumerate(stored, start=pid + 1):
+        assert publish("g/x", payload, i) == 0
+    assert [p.payload for p in take(5)] == stored
+    for p in frozen:
+        sub.send(rawmqtt.puback(p.pid))
+    time.sleep(1.0)
+
+    node.signal(signal.SIGKILL)
+    node.proc.wait()
+    node.proc = None
+    sub.close()
+    pub.close()
+    node.start()
+    c = resume(node, "persist-g")
+    assert receive_all(c, 6, timeout=3) == stored
+    time.sleep(0.5)
+    assert int(redis.cli("LLEN", "shoal:v1:{persist-g}:q")) == 0
+    c.close()

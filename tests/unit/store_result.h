@@ -94,4 +94,38 @@ static struct store_blob blob(const char *s)
     return b;
 }
 
+/* Entry ids for a trim, from a space-separated list of entries stored as they are (each is
+ * its own id); "\\0" in a name stands for a 0 byte, to name keyed entries. */
+struct id_list {
+    struct store_blob ids[16];
+    size_t n;
+    uint8_t buf[256];
+};
+
+static void id_list_of(struct id_list *l, const char *names)
+{
+    size_t used = 0;
+    l->n = 0;
+    while (*names) {
+        while (*names == ' ')
+            names++;
+        if (!*names)
+            break;
+        assert_true(l->n < 16);
+        l->ids[l->n].p = l->buf + used;
+        size_t len = 0;
+        for (; *names && *names != ' '; names++) {
+            uint8_t c = (uint8_t)*names;
+            if (c == '\\' && names[1] == '0') {
+                c = 0;
+                names++;
+            }
+            assert_true(used < sizeof(l->buf));
+            l->buf[used++] = c;
+            len++;
+        }
+        l->ids[l->n++].len = len;
+    }
+}
+
 #endif

@@ -103,10 +103,12 @@ static struct result load(struct fixture *f, const char *id)
     return r;
 }
 
-static int trim(struct fixture *f, const char *id, uint64_t epoch, size_t n)
+static int trim(struct fixture *f, const char *id, uint64_t epoch, const char *names)
 {
     struct result r = {0};
-    assert_int_equal(store_queue_trim(f->s, id, epoch, n, on_done, &r), 0);
+    struct id_list l;
+    id_list_of(&l, names);
+    assert_int_equal(store_queue_trim(f->s, id, epoch, l.ids, l.n, on_done, &r), 0);
     run(f);
     assert_int_equal(r.calls, 1);
     return r.rc;
@@ -198,6 +200,7 @@ static void test_invalid_args_no_callback(void **state)
 static void test_every_api_is_async(void **state)
 {
     struct fixture *f = *state;
+    const struct store_blob blob1 = blob("m");
     struct result r[9];
 
     memset(r, 0, sizeof(r));
@@ -205,7 +208,7 @@ static void test_every_api_is_async(void **state)
     assert_int_equal(store_session_save(f->s, "c1", 1, blob("st"), 0, on_done, &r[1]), 0);
     assert_int_equal(store_queue_push(f->s, "c1", blob("m"), 0, 0, on_done, &r[2]), 0);
     assert_int_equal(store_session_load(f->s, "c1", on_load, &r[3]), 0);
-    assert_int_equal(store_queue_trim(f->s, "c1", 1, 1, on_done, &r[4]), 0);
+    assert_int_equal(store_queue_trim(f->s, "c1", 1, &blob1, 1, on_done, &r[4]), 0);
     assert_int_equal(store_session_delete(f->s, "c1", 1, on_done, &r[5]), 0);
     assert_int_equal(store_retain_set(f->s, "t", blob("x"), on_done, &r[6]), 0);
     assert_int_equal(store_retain_load(f->s, on_retain, &r[7]), 0);
@@ -478,7 +481,7 @@ static void test_fencing_rejects_stale_epochs(void **state)
 
     assert_int_equal(save(f, "c", e1, "stale", 0), ERR_EXISTS);
     assert_int_equal(del(f, "c", e1), ERR_EXISTS);
-    assert_int_equal(trim(f, "c", e1, 1), ERR_EXISTS);
+    assert_int_equal(trim(f, "c", e1, "m1"), ERR_EXISTS);
     assert_int_equal(save(f, "c", 0, "zero", 0), ERR_EXISTS);
 
     l = load(f, "c");
@@ -564,12 +567,27 @@ static void test_queue_quota_bytes(void **state)
     l = load(f, "c");
     assert_int_equal(l.n, 2);
     /* Trimming frees room again. */
-    assert_int_equal(trim(f, "c", 0, 1), 0);
+    assert_int_equal(trim(f, "c", 0, "12345"), 0);
     assert_int_equal(push(f, "c", "abcde", 0, 10), 0);
     l = load(f, "c");
     assert_int_equal(l.n, 2);
     assert_blob(&l, 0, "12345");
     assert_blob(&l, 1, "abcde");
+}
+
+static int push_keyed(struct fixture *f, const char *id, const char *key, const char *body)
+{
+    uint8_t e[64];
+    size_t n = 1 + strlen(key) + strlen(body);
+    assert_true(strlen(key) == STORE_ENTRY_KEY_LEN && n <= sizeof(e));
+    e[0] = 0;
+    memcpy(e + 1, key, STORE_ENTRY_KEY_LEN);
+    memcpy(e + 1 + STORE_ENTRY_KEY_LEN, body, strlen(body));
+    struct result r = {0};
+    assert_int_equal(store_queue_push(f->s, id, (struct store_blob){e, n}, 0, 0, on_done, &r), 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    return r.rc;
 }
 
 static void test_queue_trim(void **state)
@@ -582,21 +600,46 @@ static void test_queue_trim(void **state)
     assert_int_equal(save(f, "c", e, "s", 0), 0);
     for (int i = 0; i < 5; i++)
         assert_int_equal(push(f, "c", msgs[i], 0, 0), 0);
-    assert_int_equal(trim(f, "c", e, 0), 0);
-    assert_int_equal(trim(f, "c", e, 2), 0);
+    /* Entries go by name wherever they are, not by position; a name found nowhere is ignored. */
+    assert_int_equal(trim(f, "c", e, "m3 m1 gone"), 0);
     l = load(f, "c");
     assert_int_equal(l.n, 3);
-    assert_blob(&l, 0, "m2");
+    assert_blob(&l, 0, "m0");
+    assert_blob(&l, 1, "m2");
     assert_blob(&l, 2, "m4");
-    /* Trimming past the end empties the queue, and pushing still works afterwards. */
-    assert_int_equal(trim(f, "c", e, 100), 0);
+    assert_int_equal(trim(f, "c", e, "m0"), 0);
+    assert_int_equal(trim(f, "c", e, "m0"), 0); /* again: nothing left to do */
+    l = load(f, "c");
+    assert_int_equal(l.n, 2);
+    assert_blob(&l, 0, "m2");
+    /* A keyed entry is named by its key alone, not by its content. */
+    assert_int_equal(push_keyed(f, "c", "KEY00001", "body"), 0);
+    assert_int_equal(push_keyed(f, "c", "KEY00002", "body"), 0);
+    assert_int_equal(trim(f, "c", e, "\\0KEY00001body"), 0);
+    l = load(f, "c");
+    assert_int_equal(l.n, 4);
+    assert_int_equal(trim(f, "c", e, "KEY00002 m2"), 0);
+    l = load(f, "c");
+    assert_int_equal(l.n, 2);
+    assert_blob(&l, 0, "m4");
+    assert_int_equal(l.blob_len[1], 13);
+    assert_memory_equal(l.blobs[1], "\0KEY00001body", 13);
+    /* Two equal entries: one name takes one of them. */
+    assert_int_equal(push(f, "c", "d", 0, 0), 0);
+    assert_int_equal(push(f, "c", "d", 0, 0), 0);
+    assert_int_equal(trim(f, "c", e, "d KEY00001 m4"), 0);
+    l = load(f, "c");
+    assert_int_equal(l.n, 1);
+    assert_blob(&l, 0, "d");
+    /* Emptied, the queue's byte count starts again from 0. */
+    assert_int_equal(trim(f, "c", e, "d"), 0);
     l = load(f, "c");
     assert_int_equal(l.n, 0);
-    assert_int_equal(push(f, "c", "m5", 0, 0), 0);
+    assert_int_equal(push(f, "c", "m5", 0, 2), 0);
     l = load(f, "c");
     assert_int_equal(l.n, 1);
     assert_blob(&l, 0, "m5");
-    assert_int_equal(trim(f, "nobody", 0, 3), 0);
+    assert_int_equal(trim(f, "nobody", 0, "m5"), 0);
 }
 
 /* ---- retained ----------------------------------------------------------------------------- */

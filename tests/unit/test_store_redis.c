@@ -145,6 +145,27 @@ static bool raw_line(int fd, char *line, size_t cap)
     return false;
 }
 
+/* Whether the server's INFO section has a line starting with prefix. */
+static bool info_has(int port, const char *section, const char *prefix)
+{
+    const char *argv[] = {"INFO", section};
+    char line[512];
+    bool found = false;
+    int fd = raw_connect(port);
+
+    if (fd < 0)
+        return false;
+    if (raw_send(fd, 2, argv) && raw_line(fd, line, sizeof(line)) && line[0] == '$') {
+        long left = strtol(line + 1, NULL, 10) + 2;
+        while (left > 0 && raw_line(fd, line, sizeof(line))) {
+            left -= (long)strlen(line) + 2;
+            found = found || strncmp(line, prefix, strlen(prefix)) == 0;
+        }
+    }
+    (void)close(fd);
+    return found;
+}
+
 /*
  * Runs one command (a NULL-terminated list of strings) on a fresh connection, after AUTH and
  * SELECT when pass / db are given. Returns the reply's type byte ('+', '-', ':', '$', '*'), or
@@ -518,10 +539,12 @@ static struct result load(struct fixture *f, const char *id)
     return r;
 }
 
-static int trim(struct fixture *f, const char *id, uint64_t epoch, size_t n)
+static int trim(struct fixture *f, const char *id, uint64_t epoch, const char *names)
 {
     struct result r = {0};
-    assert_int_equal(store_queue_trim(f->s, id, epoch, n, on_done, &r), 0);
+    struct id_list l;
+    id_list_of(&l, names);
+    assert_int_equal(store_queue_trim(f->s, id, epoch, l.ids, l.n, on_done, &r), 0);
     wait_one(f, &r);
     return r.rc;
 }
@@ -645,6 +668,7 @@ static void test_never_up_times_out(void **state)
 static void test_every_api_is_async(void **state)
 {
     struct fixture *f = *state;
+    const struct store_blob blob1 = blob("m");
     struct result r[9];
     const uint64_t e = UINT64_MAX; /* newer than any claim: never fenced off */
 
@@ -653,7 +677,7 @@ static void test_every_api_is_async(void **state)
     assert_int_equal(store_session_save(f->s, "c1", e, blob("st"), 0, on_done, &r[1]), 0);
     assert_int_equal(store_queue_push(f->s, "c1", blob("m"), 0, 0, on_done, &r[2]), 0);
     assert_int_equal(store_session_load(f->s, "c1", on_load, &r[3]), 0);
-    assert_int_equal(store_queue_trim(f->s, "c1", e, 1, on_done, &r[4]), 0);
+    assert_int_equal(store_queue_trim(f->s, "c1", e, &blob1, 1, on_done, &r[4]), 0);
     assert_int_equal(store_session_delete(f->s, "c1", e, on_done, &r[5]), 0);
     assert_int_equal(store_retain_set(f->s, "t", blob("x"), on_done, &r[6]), 0);
     assert_int_equal(store_retain_load(f->s, on_retain, &r[7]), 0);
@@ -816,7 +840,7 @@ static void test_fencing_rejects_stale_epochs(void **state)
 
     assert_int_equal(save(f, "c", e1, "stale", 0), ERR_EXISTS);
     assert_int_equal(del(f, "c", e1), ERR_EXISTS);
-    assert_int_equal(trim(f, "c", e1, 1), ERR_EXISTS);
+    assert_int_equal(trim(f, "c", e1, "m1"), ERR_EXISTS);
     assert_int_equal(save(f, "c", 0, "zero", 0), ERR_EXISTS);
     /* A newer epoch than any claim is not stale. */
     assert_int_equal(save(f, "c", UINT64_MAX, "new-owner", 0), 0);
@@ -912,7 +936,7 @@ static void test_queue_quota_bytes(void **state)
     assert_int_equal(push(f, "big", "12345678901", 0, 10), ERR_QUOTA);
     l = load(f, "c");
     assert_int_equal(l.n, 2);
-    assert_int_equal(trim(f, "c", 0, 1), 0);
+    assert_int_equal(trim(f, "c", 0, "12345"), 0);
     assert_int_equal(push(f, "c", "abcde", 0, 10), 0);
     l = load(f, "c");
     assert_int_equal(l.n, 2);
@@ -926,6 +950,20 @@ static void test_queue_quota_bytes(void **state)
     }
 }
 
+static int push_keyed(struct fixture *f, const char *id, const char *key, const char *body)
+{
+    uint8_t e[64];
+    size_t n = 1 + strlen(key) + strlen(body);
+    assert_true(strlen(key) == STORE_ENTRY_KEY_LEN && n <= sizeof(e));
+    e[0] = 0;
+    memcpy(e + 1, key, STORE_ENTRY_KEY_LEN);
+    memcpy(e + 1 + STORE_ENTRY_KEY_LEN, body, strlen(body));
+    struct result r = {0};
+    assert_int_equal(store_queue_push(f->s, id, (struct store_blob){e, n}, 0, 0, on_done, &r), 0);
+    wait_one(f, &r);
+    return r.rc;
+}
+
 static void test_queue_trim(void **state)
 {
     struct fixture *f = *state;
@@ -936,20 +974,46 @@ static void test_queue_trim(void **state)
     assert_int_equal(save(f, "c", e, "s", 0), 0);
     for (int i = 0; i < 5; i++)
         assert_int_equal(push(f, "c", msgs[i], 0, 0), 0);
-    assert_int_equal(trim(f, "c", e, 0), 0);
-    assert_int_equal(trim(f, "c", e, 2), 0);
+    /* Entries go by name wherever they are, not by position; a name found nowhere is ignored. */
+    assert_int_equal(trim(f, "c", e, "m3 m1 gone"), 0);
     l = load(f, "c");
     assert_int_equal(l.n, 3);
-    assert_blob(&l, 0, "m2");
+    assert_blob(&l, 0, "m0");
+    assert_blob(&l, 1, "m2");
     assert_blob(&l, 2, "m4");
-    assert_int_equal(trim(f, "c", e, SIZE_MAX), 0);
+    assert_int_equal(trim(f, "c", e, "m0"), 0);
+    assert_int_equal(trim(f, "c", e, "m0"), 0); /* again: nothing left to do */
+    l = load(f, "c");
+    assert_int_equal(l.n, 2);
+    assert_blob(&l, 0, "m2");
+    /* A keyed entry is named by its key alone, not by its content. */
+    assert_int_equal(push_keyed(f, "c", "KEY00001", "body"), 0);
+    assert_int_equal(push_keyed(f, "c", "KEY00002", "body"), 0);
+    assert_int_equal(trim(f, "c", e, "\\0KEY00001body"), 0);
+    l = load(f, "c");
+    assert_int_equal(l.n, 4);
+    assert_int_equal(trim(f, "c", e, "KEY00002 m2"), 0);
+    l = load(f, "c");
+    assert_int_equal(l.n, 2);
+    assert_blob(&l, 0, "m4");
+    assert_int_equal(l.blob_len[1], 13);
+    assert_memory_equal(l.blobs[1], "\0KEY00001body", 13);
+    /* Two equal entries: one name takes one of them. */
+    assert_int_equal(push(f, "c", "d", 0, 0), 0);
+    assert_int_equal(push(f, "c", "d", 0, 0), 0);
+    assert_int_equal(trim(f, "c", e, "d KEY00001 m4"), 0);
+    l = load(f, "c");
+    assert_int_equal(l.n, 1);
+    assert_blob(&l, 0, "d");
+    /* Emptied, the queue's byte count starts again from 0. */
+    assert_int_equal(trim(f, "c", e, "d"), 0);
     l = load(f, "c");
     assert_int_equal(l.n, 0);
-    assert_int_equal(push(f, "c", "m5", 0, 4), 0); /* the byte count restarted at 0 */
+    assert_int_equal(push(f, "c", "m5", 0, 2), 0);
     l = load(f, "c");
     assert_int_equal(l.n, 1);
     assert_blob(&l, 0, "m5");
-    assert_int_equal(trim(f, "nobody", 0, 3), 0);
+    assert_int_equal(trim(f, "nobody", 0, "m5"), 0);
 }
 
 /* Client ids are binary-safe: spaces, CR LF and braces go into keys as they are. */
@@ -1375,6 +1439,7 @@ static void test_stalled_server(void **state)
     struct result a = {0};
     uint64_t t0, took;
 
+    assert_int_equal(raw(main_sv.port, NULL, 0, NULL, "CONFIG", "RESETSTAT", NULL), '+');
     assert_int_equal(kill(main_sv.pid, SIGSTOP), 0);
     t0 = now_ms();
     assert_int_equal(store_owner_claim(f->s, "c", on_claim, &a), 0);
@@ -1386,6 +1451,9 @@ static void test_stalled_server(void **state)
     assert_int_equal(kill(main_sv.pid, SIGCONT), 0);
     assert_true(run_until(f, pred_up, f->s, 8000));
     assert_true(claim(f, "c") > 0);
+    /* The new connection's handshake killed the old one at the server, so that what was left
+     * on it can no longer be applied after the requests made since. */
+    assert_true(info_has(main_sv.port, "commandstats", "cmdstat_client|kill:calls="));
 }
 
 /* ---- destroy ------------------------------------------------------------------------------- */
@@ -1650,7 +1718,7 @@ static void test_owner_adopt(void **state)
     assert_int_equal(r.prev_epoch, e1);
     /* The old owner is fenced off; the adopter writes. */
     assert_int_equal(save(f, "cl", e1, "stale", 0), ERR_EXISTS);
-    assert_int_equal(trim(f, "cl", e1, 1), ERR_EXISTS);
+    assert_int_equal(trim(f, "cl", e1, "q1"), ERR_EXISTS);
     assert_int_equal(del(f, "cl", e1), ERR_EXISTS);
     assert_int_equal(save(f, "cl", r.epoch, "adopted", 0), 0);
     l = load(f, "cl");
