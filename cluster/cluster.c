@@ -5,7 +5,9 @@
  * behind them); when two links to one member exist, the one dialed by the smaller node id
  * stays. A peer is one incarnation of a member and outlives its links: forwards it has not
  * acknowledged are resent on the next link, and the receiver drops the ids it has seen. A
- * member whose link stays down (or silent) for CLUSTER_DEAD_MS is declared dead.
+ * member whose link stays down (or silent) for CLUSTER_DEAD_MS is declared dead, unless the
+ * member registry still lists it: it is then cut off (a partition), keeps its routes, and
+ * what it would get is parked for it in the store until its link is back.
  *
  * Output is batched: frames are appended to the link's buffer and written once per loop pass
  * by cluster_flush, forwards included. Route changes are coalesced per pass into one delta.
@@ -76,6 +78,7 @@ struct cluster_peer {
     uint64_t down_since_ms;
     bool is_joined; /* its snapshot arrived: peer_up was called */
     bool is_gone;
+    bool is_cut;             /* unreachable but listed alive: what it would get is parked */
     struct route_set routes; /* its route set as we know it */
     uint64_t route_seq;
     bool snapshot_asked;
@@ -557,6 +560,10 @@ static void peer_attach(struct cluster_peer *p, struct link *l)
     l->peer = p;
     p->link = l;
     p->down_since_ms = 0;
+    if (p->is_cut) {
+        p->is_cut = false;
+        log_info("cluster", "member reachable again peer=%s", p->node_id);
+    }
     log_info("cluster", "link up peer=%s dialer=%d", p->node_id, l->is_dialer);
     send_routes_snapshot(c, l);
     send_members(c, l);
@@ -568,6 +575,13 @@ static void peer_attach(struct cluster_peer *p, struct link *l)
     link_write(l);
 }
 
+static void complete(struct cluster_peer *p, cluster_forward_cb cb, void *ctx, int rc,
+                     struct msg *m, uint64_t id, bool plain, const char *groups, size_t groups_len)
+{
+    struct cluster_fwd_info fi = {p->node_id, p->incarnation, id, plain, groups, groups_len};
+    cb(ctx, rc, m, &fi);
+}
+
 static void fail_pending(struct cluster_peer *p, int rc)
 {
     while (p->pend_n > 0) {
@@ -576,13 +590,45 @@ static void fail_pending(struct cluster_peer *p, int rc)
         memset(e, 0, sizeof(*e));
         p->pend_head = (p->pend_head + 1) % p->pend_cap;
         p->pend_n--;
-        p->first_id++;
         if (!f.is_acked && f.cb)
-            f.cb(f.ctx, rc, f.m, p->node_id);
+            complete(p, f.cb, f.ctx, rc, f.m, p->first_id, f.plain, f.extra, f.groups_len);
+        p->first_id++;
         msg_unref(&f.m);
         free(f.extra);
     }
     p->unsent_from = 0;
+}
+
+/*
+ * The member cannot be reached, yet the registry lists it alive: a partition. Its routes stay.
+ * The forwards it has not acknowledged complete with ERR_IO (they are parked for it) and stay
+ * queued: once the link is back they go again, and it drops whichever it already took, from
+ * the link or from the park (cluster_parked_admit). Takeovers asked of it are answered as not
+ * reachable, to be asked again when it is back.
+ */
+static void peer_cut(struct cluster_peer *p)
+{
+    struct cluster *c = p->c;
+    p->is_cut = true;
+    c->stats.members_cut++;
+    log_warn("cluster", "member cut off peer=%s (listed alive; its messages are parked)",
+             p->node_id);
+    for (struct takeover_req *t = c->takeovers; t; t = t->next)
+        if (t->p == p)
+            t->deadline_ms = 0;
+    for (size_t i = 0; i < p->pend_n; i++) {
+        struct pending_fwd *e = pend_at(p, i);
+        if (e->is_acked || !e->cb)
+            continue;
+        cluster_forward_cb cb = e->cb;
+        e->cb = NULL;
+        complete(p, cb, e->ctx, ERR_IO, e->m, p->first_id + i, e->plain, e->extra, e->groups_len);
+    }
+}
+
+static bool is_listed(const struct cluster *c, const struct cluster_peer *p)
+{
+    return c->h.is_listed && c->h.is_listed(c->h.ctx, p->node_id);
 }
 
 static void peer_free(struct cluster_peer *p)
@@ -918,11 +964,15 @@ static void forward_add(struct cluster *c, struct cluster_peer *p, struct msg *m
             c->stats.forwards_dropped++;
         return;
     }
+    if (p->is_cut) {
+        complete(p, cb, ctx, ERR_IO, m, 0, plain, extra, groups_len);
+        return;
+    }
     if (p->pend_n >= CLUSTER_MAX_PENDING) {
         c->stats.forwards_dropped++;
         log_ratelimited(LOG_LEVEL_WARN, "cluster", "forward queue full, message refused peer=%s",
                         p->node_id);
-        cb(ctx, ERR_QUOTA, m, p->node_id);
+        complete(p, cb, ctx, ERR_QUOTA, m, 0, plain, extra, groups_len);
         return;
     }
     if (p->pend_n == p->pend_cap) {
@@ -984,7 +1034,7 @@ static void settle(struct cluster_peer *p, uint64_t id, int rc)
         return;
     e->is_acked = true;
     if (e->cb)
-        e->cb(e->ctx, rc, e->m, p->node_id);
+        complete(p, e->cb, e->ctx, rc, e->m, id, e->plain, e->extra, e->groups_len);
     e->cb = NULL;
 }
 
@@ -1509,8 +1559,15 @@ static void on_tick(uv_timer_t *t)
     }
     for (struct cluster_peer *p = c->peers, *next; p; p = next) {
         next = p->next;
-        if (!p->link && p->down_since_ms && now > p->down_since_ms + CLUSTER_DEAD_MS)
-            peer_dead(p, true);
+        if (p->is_cut && !is_listed(c, p))
+            peer_dead(p, true); /* out of the registry too: dead after all */
+        else if (!p->is_cut && !p->link && p->down_since_ms &&
+                 now > p->down_since_ms + CLUSTER_DEAD_MS) {
+            if (p->is_joined && !c->is_closing && is_listed(c, p))
+                peer_cut(p);
+            else
+                peer_dead(p, true);
+        }
     }
     if (now >= c->last_gossip_ms + CLUSTER_GOSSIP_MS) {
         c->last_gossip_ms = now;
@@ -1726,17 +1783,28 @@ bool cluster_peer_is_up(const struct cluster_peer *p)
     return p->link != NULL && !p->is_gone;
 }
 
+bool cluster_parked_admit(struct cluster *c, const char *node_id, uint64_t incarnation, uint64_t id)
+{
+    struct cluster_peer *p = peer_find(c, node_id);
+    if (!p || p->incarnation != incarnation || id == 0)
+        return true;
+    if (id <= p->rx_max_id)
+        return false;
+    p->rx_max_id = id;
+    return true;
+}
+
 bool cluster_is_member(const struct cluster *c, const char *node_id)
 {
     const struct cluster_peer *p = peer_find(c, node_id);
-    return p && p->is_joined;
+    return p && p->is_joined && !p->is_cut;
 }
 
 size_t cluster_members(const struct cluster *c)
 {
     size_t n = 0;
     for (const struct cluster_peer *p = c->peers; p; p = p->next)
-        n += p->is_joined;
+        n += p->is_joined && !p->is_cut;
     return n;
 }
 

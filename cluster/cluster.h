@@ -35,11 +35,23 @@ struct cluster_conf {
     size_t secret_len;
 };
 
+/* What the completion of a forward says of it, beside the message. */
+struct cluster_fwd_info {
+    const char *node_id;  /* the peer's */
+    uint64_t incarnation; /* the peer's */
+    uint64_t id;          /* the forward's id on the links (0: it was never sent) */
+    bool plain;
+    const char *groups; /* NUL-terminated shared groups it was for, groups_len bytes */
+    size_t groups_len;
+};
+
 /* Completion of a forward: 0 once the peer made it durable, ERR_SERVER_UNAVAILABLE when the
  * peer could not store it, ERR_QUOTA when its queue is full, or ERR_IO when the peer died
- * before acknowledging it (the message may then be parked for it). m and node_id (the peer's)
- * are borrowed for the duration of the call. */
-typedef void (*cluster_forward_cb)(void *ctx, int rc, struct msg *m, const char *node_id);
+ * before acknowledging it, or cannot be reached while it is still alive (the message may then
+ * be parked for it; see cluster_parked_admit). m and fi are borrowed for the duration of the
+ * call. */
+typedef void (*cluster_forward_cb)(void *ctx, int rc, struct msg *m,
+                                   const struct cluster_fwd_info *fi);
 
 struct cluster_hooks {
     void *ctx;
@@ -67,6 +79,10 @@ struct cluster_hooks {
                         uint64_t req);
     /* A retained message was set (m non-NULL, one reference for the callee) or cleared. */
     void (*retain_in)(void *ctx, const char *topic, struct msg *m);
+    /* Optional: whether the member registry still lists node_id as alive. A member whose link
+     * stays down that is still listed is cut off, not dead: its routes stay, and what it
+     * would get completes with ERR_IO at once, to be parked for it. */
+    bool (*is_listed)(void *ctx, const char *node_id);
     /* HMAC-SHA256(key, data) into out[32]. */
     void (*hmac)(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len,
                  uint8_t out[32]);
@@ -109,6 +125,15 @@ void cluster_forward_replay(struct cluster *c, struct cluster_peer *p, struct ms
                             void *ctx);
 /* Whether p has a link now (a shared-group member to prefer). */
 bool cluster_peer_is_up(const struct cluster_peer *p);
+/*
+ * A message parked for this node by node_id (of that incarnation) while this node was cut off
+ * from it, under forward id id (0: it was never sent): false when it arrived here on a link
+ * already, so that it is not delivered twice. Otherwise records it as delivered, so that the
+ * same forward sent again once the link is back is dropped. Parked forwards are taken in the
+ * order they were sent.
+ */
+bool cluster_parked_admit(struct cluster *c, const char *node_id, uint64_t incarnation,
+                          uint64_t id);
 /* Answers a forward received with token tok from the peer peer_uid (see forward_in): rc 0
  * once it is durable here, or negative when it could not be stored (the sender's callback then
  * gets ERR_SERVER_UNAVAILABLE). The peer may have died meanwhile: harmless. Peer uids are
@@ -158,6 +183,7 @@ struct cluster_stats {
     uint64_t takeovers_received;
     uint64_t links_refused;
     uint64_t route_snapshots;
+    uint64_t members_cut; /* found unreachable while the registry listed them alive */
 };
 const struct cluster_stats *cluster_get_stats(const struct cluster *c);
 

@@ -187,6 +187,8 @@ static void on_prepare(uv_prepare_t *h)
     }
     if (b->n_trims)
         persist_flush_trims(b);
+    if (b->members)
+        mesh_members_poll(b);
     mesh_flush(b);
     if (b->draining)
         drain_poll(b);

@@ -189,6 +189,11 @@ static void on_route_add(void *ctx, struct cluster_peer *p, const char *filter, 
         remote_add(b, filter, len, p);
 }
 
+static bool on_is_listed(void *ctx, const char *node_id)
+{
+    return mesh_members_is_listed(ctx, node_id);
+}
+
 static void on_peer_down(void *ctx, struct cluster_peer *p, const char *node_id, bool is_dead)
 {
     struct broker *b = ctx;
@@ -244,13 +249,36 @@ static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t 
     msg_unref(&m);
 }
 
+void mesh_deliver_parked(struct broker *b, struct msg *m, const char *pub_node,
+                         const struct mesh_parked *k)
+{
+    struct wire_str stack[8] = {{0}}, *groups = stack;
+    size_t n = 0, cap = 8;
+    for (size_t at = 0; at < k->groups_len;) {
+        size_t len = strlen(k->groups + at);
+        if (n == cap) {
+            cap *= 2;
+            struct wire_str *v = xmalloc(cap * sizeof(*v));
+            memcpy(v, groups, n * sizeof(*v));
+            if (groups != stack)
+                free(groups);
+            groups = v;
+        }
+        groups[n++] = (struct wire_str){k->groups + at, len};
+        at += len + 1;
+    }
+    on_forward_in(b, 0, msg_ref(m), 0, k->plain, groups, n, pub_node, NULL);
+    if (groups != stack)
+        free(groups);
+}
+
 void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok, int rc)
 {
     if (b->cluster)
         cluster_forward_done(b->cluster, peer_uid, tok, rc);
 }
 
-static void on_replayed(void *ctx, int rc, struct msg *m, const char *node_id);
+static void on_replayed(void *ctx, int rc, struct msg *m, const struct cluster_fwd_info *fi);
 
 /* A session taken over by another member, kept here a moment (MESH_HANDED_MS) only to pass
  * on what still matches it. */
@@ -435,6 +463,7 @@ int mesh_start(struct broker *b)
         .route_add = on_route_add,
         .route_remove = on_route_remove,
         .peer_down = on_peer_down,
+        .is_listed = on_is_listed,
         .forward_in = on_forward_in,
         .takeover_in = on_takeover_in,
         .retain_in = on_retain_in,
@@ -589,20 +618,21 @@ static void on_parked(void *ctx, int rc)
     free(k);
 }
 
-/* A member that died before acknowledging gets the message through the store: it is parked
- * for that node id, and whoever takes over its sessions (the node itself after a restart, or
- * an adopter) delivers it. The publisher's acknowledgement waits for the park. */
+/* A member that died before acknowledging, or that is cut off from this node while alive,
+ * gets the message through the store: it is parked for that node id, and whoever holds it
+ * delivers it (the node itself, after a restart or while cut off, or an adopter). The
+ * publisher's acknowledgement waits for the park. */
 static void forwarded(struct broker *b, struct persist_wait *w, int rc, const struct msg *m,
-                      const char *node_id)
+                      const struct cluster_fwd_info *fi)
 {
     if (rc == ERR_IO && b->store && !b->stopping) {
         struct mesh_park *k = xmalloc(sizeof(*k));
         k->b = b;
         k->w = w;
-        size_t n = mesh_park_size(b, m);
+        size_t n = mesh_park_size(b, m, fi);
         uint8_t *p = xmalloc(n);
-        mesh_park_write(b, m, p);
-        rc = store_park_push(b->store, node_id, (struct store_blob){p, n}, on_parked, k);
+        mesh_park_write(b, m, fi, p);
+        rc = store_park_push(b->store, fi->node_id, (struct store_blob){p, n}, on_parked, k);
         free(p);
         if (rc == 0)
             return;
@@ -613,15 +643,15 @@ static void forwarded(struct broker *b, struct persist_wait *w, int rc, const st
 
 /* The completion of a forward whose publisher waits (ctx: its wait), or of one nobody waits
  * for (ctx: the broker): no allocation per forward either way. */
-static void on_forwarded_held(void *ctx, int rc, struct msg *m, const char *node_id)
+static void on_forwarded_held(void *ctx, int rc, struct msg *m, const struct cluster_fwd_info *fi)
 {
     struct persist_wait *w = ctx;
-    forwarded(persist_wait_broker(w), w, rc, m, node_id);
+    forwarded(persist_wait_broker(w), w, rc, m, fi);
 }
 
-static void on_forwarded_free(void *ctx, int rc, struct msg *m, const char *node_id)
+static void on_forwarded_free(void *ctx, int rc, struct msg *m, const struct cluster_fwd_info *fi)
 {
-    forwarded(ctx, NULL, rc, m, node_id);
+    forwarded(ctx, NULL, rc, m, fi);
 }
 
 void mesh_publish(struct broker *b, struct msg *m)
@@ -648,13 +678,14 @@ void mesh_publish(struct broker *b, struct msg *m)
     b->n_fwd_to = 0;
 }
 
-static void on_replayed(void *ctx, int rc, struct msg *m, const char *node_id)
+static void on_replayed(void *ctx, int rc, struct msg *m, const struct cluster_fwd_info *fi)
 {
     struct broker *b = ctx;
     (void)m;
     if (rc < 0 && rc != ERR_CANCELED)
         log_ratelimited(LOG_LEVEL_WARN, "cluster",
-                        "parked message not delivered again node=%s rc=%s", node_id, err_str(rc));
+                        "parked message not delivered again node=%s rc=%s", fi->node_id,
+                        err_str(rc));
     else if (rc == 0)
         b->stats.fwd_replayed++;
 }

@@ -102,12 +102,34 @@ void mesh_replay(struct broker *b, struct msg *m, const char *pub_node, const ch
 void mesh_hand_over_end(struct broker *b);
 /* Passes m on to the member that took session s over a moment ago (s->handed_to). */
 void mesh_pass_on(struct broker *b, struct session *s, struct msg *m);
-/* A parked entry: the publishing node, its sequence number and the message blob. */
-size_t mesh_park_size(const struct broker *b, const struct msg *m);
-void mesh_park_write(const struct broker *b, const struct msg *m, uint8_t *out);
-/* Parses a parked entry into a new message (m->pub_seq set) and the publisher's node id (a
- * NUL-terminated copy in pub, at most pub_cap bytes). NULL when it is malformed. */
-struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_cap);
+/* A parked entry: the publishing node, its sequence number, the forward it was (whom it was
+ * parked for and why, below) and the message blob. */
+struct mesh_parked {
+    uint64_t target_inc; /* incarnation of the node it was parked for; 0: not recorded */
+    uint64_t fwd_id;     /* its forward id on the links; 0: it was never sent */
+    uint64_t parker_inc; /* incarnation of the node that parked it */
+    bool plain;          /* for plain subscribers */
+    const char *groups;  /* and these shared groups (NUL-terminated, groups_len bytes) */
+    size_t groups_len;
+};
+struct cluster_fwd_info;
+size_t mesh_park_size(const struct broker *b, const struct msg *m,
+                      const struct cluster_fwd_info *fi);
+void mesh_park_write(const struct broker *b, const struct msg *m, const struct cluster_fwd_info *fi,
+                     uint8_t *out);
+/* Parses a parked entry into a new message (m->pub_seq set), the publisher's node id (a
+ * NUL-terminated copy in pub, at most pub_cap bytes) and *k (groups point into p). NULL when
+ * it is malformed. */
+struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_cap,
+                           struct mesh_parked *k);
+/* Delivers here a message parked for this node while it was cut off from pub_node: as the
+ * forward it would have been. */
+void mesh_deliver_parked(struct broker *b, struct msg *m, const char *pub_node,
+                         const struct mesh_parked *k);
+/* Once per loop pass: goes on taking parked messages once no session here is congested. */
+void mesh_members_poll(struct broker *b);
+/* Whether the member registry listed node_id in its last read. */
+bool mesh_members_is_listed(const struct broker *b, const char *node_id);
 
 /* Whether this node runs in a cluster. */
 bool mesh_is_on(const struct broker *b);

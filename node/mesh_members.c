@@ -62,6 +62,7 @@ struct mesh_members {
     bool is_busy;
     char *subject;     /* node id adopted or drained */
     bool is_own;       /* this node's own parked messages */
+    bool is_held;      /* draining waits for congested sessions here (mesh_members_poll) */
     size_t n_claiming; /* owner_adopt requests in flight */
     size_t n_adopted;
     size_t n_drained;
@@ -186,21 +187,35 @@ static void on_parked_taken(void *ctx, int rc, const struct store_blob *msgs, si
         adopt_finish(mm);
         return;
     }
+    uint64_t inc = b->cluster ? cluster_incarnation(b->cluster) : 0;
     for (size_t i = 0; i < n; i++) {
         char pub[256];
-        struct msg *m = mesh_park_read(msgs[i].p, msgs[i].len, pub, sizeof(pub));
+        struct mesh_parked k;
+        struct msg *m = mesh_park_read(msgs[i].p, msgs[i].len, pub, sizeof(pub), &k);
         if (!m) {
             log_ratelimited(LOG_LEVEL_WARN, "cluster", "unreadable parked message dropped");
             continue;
         }
-        /* To the sessions that moved away from that node, wherever they are now. */
-        mesh_replay(b, m, pub, mm->subject);
+        if (mm->is_own && inc && k.target_inc == inc) {
+            /* Parked while this node was cut off from pub, alive: its sessions here are the
+             * ones it was for. Once: not if the same forward came on a link already. */
+            if (cluster_parked_admit(b->cluster, pub, k.parker_inc, k.fwd_id))
+                mesh_deliver_parked(b, m, pub, &k);
+        } else {
+            /* To the sessions that moved away from that node, wherever they are now. */
+            mesh_replay(b, m, pub, mm->subject);
+        }
         msg_unref(&m);
     }
     mm->n_drained += n;
     b->stats.fwd_unparked += n;
     if (n == PARK_TAKE_MAX) {
-        drain(mm);
+        /* Like a publisher, the park waits for sessions that cannot keep up: otherwise a
+         * long park would overflow their queues at once. */
+        if (b->n_congested > 0)
+            mm->is_held = true;
+        else
+            drain(mm);
         return;
     }
     if (mm->n_drained)
@@ -386,6 +401,21 @@ void mesh_members_tick(struct broker *b)
         /* This node's own parked messages (left for it while it was away). */
         lock(mm, b->conf->node_id, true, MEMBER_TTL_MS);
     }
+}
+
+void mesh_members_poll(struct broker *b)
+{
+    struct mesh_members *mm = b->members;
+    if (mm && mm->is_held && b->n_congested == 0 && !mm->is_closing) {
+        mm->is_held = false;
+        drain(mm);
+    }
+}
+
+bool mesh_members_is_listed(const struct broker *b, const char *node_id)
+{
+    const struct mesh_known *k = b->members ? known_find(b->members, node_id) : NULL;
+    return k && k->is_listed;
 }
 
 void mesh_members_kick(struct broker *b)

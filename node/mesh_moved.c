@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster.h"
 #include "conf/conf.h"
 #include "node/broker.h"
 #include "node/buf.h"
@@ -37,7 +38,8 @@
 
 #define MOVED_KEEP_MS (10 * 60 * 1000) /* as long as a takeover may stay unanswered */
 #define MOVED_PUB_MAX 64               /* publishers remembered per session */
-#define PARK_MAGIC    0x50             /* 'P': a parked entry (a bare message blob starts 1) */
+#define PARK_MAGIC    0x50 /* 'P': a parked entry without the forward (a bare blob starts 1) */
+#define PARK_MAGIC2   0x51 /* 'Q': with the forward it was */
 
 struct moved_pub {
     const char *node; /* interned (node/names.h) */
@@ -124,45 +126,81 @@ bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m)
     return !e || !m->pub_seq || m->pub_seq > e->taken;
 }
 
-/* ---- parked entries: MAGIC, publisher length (1 byte), publisher, sequence (8, big-endian),
- * then the message blob ------------------------------------------------------------------- */
+/* ---- parked entries: MAGIC2, publisher length (1 byte), publisher, sequence (8, big-endian);
+ * the incarnation it was parked for (8), the forward's id (8) and the parker's incarnation (8);
+ * plain (1), the shared groups' length (2) and the groups (NUL-terminated); then the message
+ * blob. MAGIC entries stop after the sequence and go straight to the blob. ---------------- */
+
+#define PARK_FIXED (2 + 8 + 24 + 1 + 2)
 
 static const char *park_pub(const struct broker *b, const struct msg *m)
 {
     return m->pub_node ? m->pub_node : b->conf->node_id;
 }
 
-size_t mesh_park_size(const struct broker *b, const struct msg *m)
+size_t mesh_park_size(const struct broker *b, const struct msg *m,
+                      const struct cluster_fwd_info *fi)
 {
-    return 2 + strlen(park_pub(b, m)) + 8 + msg_blob_size(m);
+    return PARK_FIXED + strlen(park_pub(b, m)) + fi->groups_len + msg_blob_size(m);
 }
 
-void mesh_park_write(const struct broker *b, const struct msg *m, uint8_t *out)
+void mesh_park_write(const struct broker *b, const struct msg *m, const struct cluster_fwd_info *fi,
+                     uint8_t *out)
 {
     const char *pub = park_pub(b, m);
     size_t n = strlen(pub); /* at most 64: conf checks node ids */
-    out[0] = PARK_MAGIC;
-    out[1] = (uint8_t)n;
-    memcpy(out + 2, pub, n);
-    be_put(out + 2 + n, m->pub_seq, 8);
-    msg_blob_write(m, out + 2 + n + 8, clock_now_ms(), clock_wall_s() * 1000u);
+    uint8_t *w = out;
+    *w++ = PARK_MAGIC2;
+    *w++ = (uint8_t)n;
+    memcpy(w, pub, n);
+    w += n;
+    be_put(w, m->pub_seq, 8);
+    be_put(w + 8, fi->incarnation, 8);
+    be_put(w + 16, fi->id, 8);
+    be_put(w + 24, b->cluster ? cluster_incarnation(b->cluster) : 0, 8);
+    w += 32;
+    *w++ = fi->plain;
+    be_put(w, fi->groups_len, 2);
+    w += 2;
+    if (fi->groups_len)
+        memcpy(w, fi->groups, fi->groups_len);
+    w += fi->groups_len;
+    msg_blob_write(m, w, clock_now_ms(), clock_wall_s() * 1000u);
 }
 
-struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_cap)
+struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_cap,
+                           struct mesh_parked *k)
 {
     uint64_t now = clock_now_ms(), wall = clock_wall_s() * 1000u;
-    if (len > 0 && p[0] != PARK_MAGIC) {
+    memset(k, 0, sizeof(*k));
+    k->plain = true;
+    if (len > 0 && p[0] != PARK_MAGIC && p[0] != PARK_MAGIC2) {
         /* Parked by an older version: a bare blob, publisher unknown. */
         pub[0] = '\0';
         return msg_blob_read(p, len, now, wall);
     }
     if (len < 2 || (size_t)p[1] + 1 > pub_cap || len < 2 + (size_t)p[1] + 8)
         return NULL;
-    size_t n = p[1];
+    size_t n = p[1], at = 2 + n + 8;
     memcpy(pub, p + 2, n);
     pub[n] = '\0';
-    struct msg *m = msg_blob_read(p + 2 + n + 8, len - (2 + n + 8), now, wall);
+    uint64_t seq = be_get(p + 2 + n, 8);
+    if (p[0] == PARK_MAGIC2) {
+        if (len < at + 24 + 3)
+            return NULL;
+        k->target_inc = be_get(p + at, 8);
+        k->fwd_id = be_get(p + at + 8, 8);
+        k->parker_inc = be_get(p + at + 16, 8);
+        k->plain = p[at + 24] != 0;
+        k->groups_len = (size_t)be_get(p + at + 25, 2);
+        at += 27;
+        if (len < at + k->groups_len || (k->groups_len && p[at + k->groups_len - 1] != '\0'))
+            return NULL;
+        k->groups = (const char *)p + at;
+        at += k->groups_len;
+    }
+    struct msg *m = msg_blob_read(p + at, len - at, now, wall);
     if (m)
-        m->pub_seq = be_get(p + 2 + n, 8);
+        m->pub_seq = seq;
     return m;
 }

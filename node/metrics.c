@@ -340,8 +340,11 @@ static void render_cluster(struct broker *b, struct buf *out)
             "Member links refused (wrong cluster name or secret, bad hello).", cs->links_refused);
     counter(out, "shoal_cluster_route_snapshots_total", "Full route sets received from members.",
             cs->route_snapshots);
+    counter(out, "shoal_cluster_members_cut_total",
+            "Members found unreachable while the registry listed them alive (partitions).",
+            cs->members_cut);
     counter(out, "shoal_cluster_forwards_parked_total",
-            "Forwards parked in the store for a member that died.", st->fwd_parked);
+            "Forwards parked in the store for a member that died or was cut off.", st->fwd_parked);
     counter(out, "shoal_cluster_parked_delivered_total",
             "Parked messages this node took from the store and delivered.", st->fwd_unparked);
     counter(out, "shoal_cluster_parked_replayed_total",

@@ -318,7 +318,7 @@ class NetCluster(clusterlib.Cluster):
 
 class LogWatch:
     """Reads a broker's stderr file from the point where it was made, for lines the node logs
-    about its members ("member down peer=nodeK dead=1", "member joined peer=nodeK")."""
+    about its members ("member cut off peer=nodeK", "member joined peer=nodeK")."""
 
     def __init__(self, node):
         self.node = node
@@ -356,11 +356,12 @@ def wait_logged(watches, timeout, what):
 
 
 def declared_dead(cluster, watches, a_ids, b_ids, timeout=20.0):
-    """Waits until every node of a_ids has logged every node of b_ids dead, and the reverse.
-    watches: node_id -> LogWatch begun at the cut."""
+    """Waits until every node of a_ids has logged every node of b_ids cut off, and the
+    reverse: unreachable while the member registry in Redis lists it alive, the way a node
+    sees the other side of a partition. watches: node_id -> LogWatch begun at the cut."""
     needles = []
     for x in a_ids:
         for y in b_ids:
-            needles.append((watches[x], "member down peer=%s dead=1" % y))
-            needles.append((watches[y], "member down peer=%s dead=1" % x))
+            needles.append((watches[x], "member cut off peer=%s" % y))
+            needles.append((watches[y], "member cut off peer=%s" % x))
     return wait_logged(needles, timeout, "partition not detected")

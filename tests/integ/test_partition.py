@@ -2,10 +2,11 @@
 its own on one bridge (netnslib); a cut is a pair of blackhole routes between two nodes, so the
 nodes stop hearing each other while the test's clients and Redis still reach all of them.
 
-A cut is held until both sides have declared each other dead (the node logs "member down
-peer=X dead=1": 5 s of silence closes a link, 5 s more without one declares the member dead),
-then healed. The tests check that routes converge after a heal, and that a client id connected
-on both sides of a cut keeps only its newer connection once the cut heals.
+A cut is held until both sides have declared each other cut off (the node logs "member cut off
+peer=X": 5 s of silence closes a link, 5 s more without one, while Redis still lists the member
+alive), then healed. The tests check that routes converge after a heal, that a client id
+connected on both sides of a cut keeps only its newer connection once the cut heals, and that
+no acknowledged QoS 1 message is lost across a cut.
 
 These tests need root: they fail (not skip) when namespaces cannot be made.
 """
@@ -356,4 +357,113 @@ def test_one_connection_per_client_id_after_heal(net, cluster, clients):
             problems.append("%s: the node2 connection got nothing published to %s after the "
                             "heal" % (label(k), topic[k]))
     print("\nownership: cut detected after %.1fs\n  %s" % (detect, "\n  ".join(report)))
+    assert not problems, "\n".join(problems)
+
+
+# --- 3. nothing acknowledged is lost across a cut ------------------------------------------------
+
+class Publisher(threading.Thread):
+    """Publishes QoS 1 (MQTT 5) at about rate msg/s with up to 20 in flight, numbering its
+    payloads; records which ones were acknowledged as stored (reason code below 0x80)."""
+
+    def __init__(self, conn, topic, rate):
+        super().__init__(daemon=True)
+        self.conn, self.topic, self.rate = conn, topic, rate
+        self.sent, self.acked, self.refused = 0, [], []
+        self.inflight = {}
+        self.longest_wait = 0.0
+        self.halt = threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            nxt = time.monotonic()
+            while not (self.halt.is_set() and not self.inflight):
+                now = time.monotonic()
+                if not self.halt.is_set() and len(self.inflight) < 20 and now >= nxt:
+                    self.sent += 1
+                    pid = (self.sent - 1) % 65535 + 1
+                    payload = b"m%d" % self.sent
+                    self.inflight[pid] = (payload, now)
+                    self.conn.send(R.publish(self.topic, payload, qos=1, pid=pid, version=5))
+                    nxt += 1.0 / self.rate
+                    continue
+                try:
+                    pk = self.conn.recv(0.005)
+                except socket.timeout:
+                    continue
+                if pk.type == R.PUBACK and pk.pid in self.inflight:
+                    payload, t0 = self.inflight.pop(pk.pid)
+                    self.longest_wait = max(self.longest_wait, time.monotonic() - t0)
+                    (self.acked if pk.rc < 0x80 else self.refused).append(payload)
+        except BaseException as e:  # noqa: B902 - reported by the test
+            self.error = e
+
+    def stop(self, timeout):
+        self.halt.set()
+        self.join(timeout)
+
+
+def test_a_cut_loses_no_acknowledged_qos1_message(net, cluster, clients):
+    """A persistent and a clean QoS 1 subscriber on node3; a publisher on node1 sends 200
+    QoS 1 msg/s. node3 is cut from node1 and node2 until each side declares the other cut off
+    (about 10 s: until then the publisher's window waits), then for 4 s more, then healed.
+    Every message acknowledged to the publisher reaches both subscribers, exactly once: what
+    was in flight at the cut and what was published while cut off is parked in Redis for
+    node3, which takes it from there; a forward both parked and resent after the heal is
+    delivered once."""
+    n1, _, n3 = cluster.nodes
+    topic = helpers.unique("cut") + "/q1"
+    watches = []
+    for name, clean in (("persistent", False), ("clean", True)):
+        c = clients.raw(n3, version=4, timeout=10.0)
+        assert c.connect(helpers.unique("cutsub"), clean=clean).rc == 0
+        assert c.subscribe([(topic, 1)]).codes == [1]
+        w = ConnWatch(c, name)
+        w.start()
+        watches.append(w)
+    cluster.sync_routes()
+    pc = clients.raw(n1, version=5, timeout=10.0)
+    assert pc.connect(helpers.unique("cutpub"), version=5).rc == 0
+    pub = Publisher(pc, topic, 200)
+    pub.start()
+    try:
+        time.sleep(1.0)
+        t_cut, detect = cut_until_dead(net, cluster, [2], [0, 1])
+        time.sleep(4.0)
+        net.heal()
+        time.sleep(2.0)
+        pub.stop(30.0)
+        assert pub.error is None, pub.error
+        assert not pub.is_alive(), "the publisher still waits for acknowledgements"
+        deadline = time.monotonic() + 20.0
+        want = set(pub.acked)
+        while time.monotonic() < deadline:
+            if all(want <= {pk.payload for pk in w.of_type(R.PUBLISH)} for w in watches):
+                break
+            time.sleep(0.2)
+        time.sleep(SETTLE)
+    finally:
+        net.heal()
+        for w in watches:
+            w.stop()
+    problems = []
+    lines = ["published %d, acknowledged %d, refused %d; cut detected after %.1fs; longest "
+             "PUBACK wait %.1fs" % (pub.sent, len(pub.acked), len(pub.refused), detect,
+                                    pub.longest_wait)]
+    for w in watches:
+        got = [pk.payload for pk in w.of_type(R.PUBLISH)]
+        counts = collections.Counter(got)
+        lost = sorted(want - set(got), key=lambda p: int(p[1:]))
+        dup = sorted((p for p, k in counts.items() if k > 1), key=lambda p: int(p[1:]))
+        lines.append("%s subscriber: delivered %d, lost %d, duplicates %d" % (
+            w.label, len(set(got)), len(lost), len(dup)))
+        if lost:
+            problems.append("%s subscriber lost %d acknowledged messages: %r" % (
+                w.label, len(lost), lost[:10]))
+        if dup:
+            problems.append("%s subscriber got %d messages twice: %r" % (
+                w.label, len(dup), dup[:10]))
+    print("\ncut: " + "; ".join(lines))
+    assert len(pub.acked) > 1000, "too few messages to tell: %r" % lines
     assert not problems, "\n".join(problems)
