@@ -38,6 +38,11 @@
 #define CLUSTER_MAX_PENDING  262144 /* unacknowledged forwards per peer */
 #define CLUSTER_BATCH_BYTES  (1u << 20)
 #define CLUSTER_MAX_LINK_OUT (64u << 20) /* a link that cannot drain this is closed */
+/* QoS 0 forwards are dropped rather than queued behind this much unwritten output. */
+#define CLUSTER_QOS0_BACKLOG (8u << 20)
+/* A link whose reading is held for sessions that cannot keep up is read again after this long
+ * whatever their state, as a publisher is (node/broker.c). */
+#define CLUSTER_HOLD_MAX_MS 1000
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -147,6 +152,9 @@ struct link {
     uint64_t peer_incarnation;
     size_t write_bytes; /* queued in uv_write requests */
     bool is_fenced;     /* sent the fence Ping, its Ack not back yet */
+    bool is_held;       /* not read for now: sessions here cannot keep up (cluster_hold) */
+    uint64_t held_ms;
+    size_t fwd_done; /* forwards of the first frame in `in` handled before a hold */
 };
 
 struct seed {
@@ -176,6 +184,7 @@ struct takeover_req {
 struct cluster {
     uv_loop_t *loop;
     struct cluster_hooks h;
+    size_t n_held; /* links not read for now (cluster_hold) */
     char *node_id;
     char *name;
     char *advertise;
@@ -385,6 +394,10 @@ static void link_close(struct link *l, const char *why)
     if (l->is_closing)
         return;
     l->is_closing = true;
+    if (l->is_held) {
+        l->is_held = false;
+        c->n_held--;
+    }
     if (l->peer_id && !c->is_closing)
         log_info("cluster", "link closed peer=%s why=%s", l->peer_id, why);
     for (struct link **pp = &c->links; *pp; pp = &(*pp)->next) {
@@ -952,16 +965,28 @@ static void write_pending(struct cluster_peer *p)
     p->unsent_from = p->pend_n;
 }
 
+/* Output not yet taken by the kernel for p's link: this pass's batch, the link's buffer, and
+ * its writes in flight. */
+static size_t link_backlog(const struct cluster_peer *p)
+{
+    return buf_used(&p->batch_buf) + buf_used(&p->link->out) + p->link->write_bytes;
+}
+
 static void forward_add(struct cluster *c, struct cluster_peer *p, struct msg *m, bool plain,
                         const char *extra, size_t groups_len, size_t replay_len,
                         cluster_forward_cb cb, void *ctx)
 {
     c->stats.forwards_sent++;
     if (!cb) {
-        if (p->link)
+        if (p->link && link_backlog(p) < CLUSTER_QOS0_BACKLOG) {
             batch_add(p, 0, m, plain, extra, groups_len, replay_len);
-        else
+        } else {
             c->stats.forwards_dropped++;
+            if (p->link)
+                log_ratelimited(LOG_LEVEL_WARN, "cluster",
+                                "member does not keep up, QoS 0 forward dropped peer=%s",
+                                p->node_id);
+        }
         return;
     }
     if (p->is_cut) {
@@ -1095,10 +1120,16 @@ static void rx_busy_add(struct cluster_peer *p, uint64_t id)
     p->rx_busy[p->n_rx_busy++] = (struct rx_busy){id, false};
 }
 
-static void handle_forward(struct cluster_peer *p, const struct wire_frame *f)
+/* Handles a Forward frame from the link l. Returns false when l was held part way: the rest of
+ * the frame is handled when it is read again (l->fwd_done says how far it got). */
+static bool handle_forward(struct link *l, struct cluster_peer *p, const struct wire_frame *f)
 {
     struct cluster *c = p->c;
-    for (size_t i = 0; i < f->u.forward.n; i++) {
+    for (size_t i = l->fwd_done; i < f->u.forward.n; i++) {
+        if (l->is_held) {
+            l->fwd_done = i;
+            return false;
+        }
         const struct wire_fwd *w = &f->u.forward.v[i];
         if (w->id != 0 && w->id <= p->rx_max_id) {
             /* Resent after a link break: delivered already; acknowledge again unless its
@@ -1126,6 +1157,8 @@ static void handle_forward(struct cluster_peer *p, const struct wire_frame *f)
         c->h.forward_in(c->h.ctx, p->uid, m, w->id, w->plain, w->shared, w->n_shared, pub_node,
                         replay_of);
     }
+    l->fwd_done = 0;
+    return true;
 }
 
 static struct cluster_peer *peer_by_uid(const struct cluster *c, uint64_t uid)
@@ -1272,7 +1305,7 @@ static void dispatch(struct link *l, const struct wire_frame *f)
         send_routes_snapshot(c, l);
         break;
     case WIRE_FORWARD:
-        handle_forward(p, f);
+        (void)handle_forward(l, p, f);
         break;
     case WIRE_FORWARD_ACK:
         handle_forward_ack(p, f);
@@ -1301,6 +1334,8 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out)
     *out = uv_buf_init((char *)p, 65536);
 }
 
+static void link_process(struct link *l);
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
     struct link *l = container_of((uv_tcp_t *)st, struct link, tcp);
@@ -1311,7 +1346,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     }
     buf_commit(&l->in, (size_t)nread);
     l->last_rx_ms = clock_now_ms();
-    while (!l->is_closing) {
+    link_process(l);
+}
+
+/* Handles the frames read so far, up to a hold: a frame handled only part way stays in `in`. */
+static void link_process(struct link *l)
+{
+    while (!l->is_closing && !l->is_held) {
         struct wire_frame f;
         int n = wire_frame_parse(buf_head(&l->in), buf_used(&l->in), &f);
         if (n == 0)
@@ -1323,8 +1364,40 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         }
         dispatch(l, &f);
         wire_frame_free(&f);
+        if (l->fwd_done > 0)
+            break; /* held part way through this frame */
         buf_consume(&l->in, (size_t)n);
     }
+}
+
+static void link_unhold(struct link *l)
+{
+    l->is_held = false;
+    l->c->n_held--;
+    l->last_rx_ms = clock_now_ms(); /* unread by choice, not silent */
+    link_process(l);                /* what was read before the hold, first */
+    if (!l->is_closing && !l->is_held &&
+        uv_read_start((uv_stream_t *)&l->tcp, on_alloc, on_read) < 0)
+        link_close(l, "read failed");
+}
+
+void cluster_hold(struct cluster *c, uint64_t peer_uid)
+{
+    struct cluster_peer *p = peer_by_uid(c, peer_uid);
+    struct link *l = p ? p->link : NULL;
+    if (!l || l->is_held || l->is_closing)
+        return;
+    (void)uv_read_stop((uv_stream_t *)&l->tcp);
+    l->is_held = true;
+    l->held_ms = clock_now_ms();
+    c->n_held++;
+}
+
+void cluster_unhold_all(struct cluster *c)
+{
+    for (struct link *l = c->links; l && c->n_held > 0; l = l->next)
+        if (l->is_held)
+            link_unhold(l);
 }
 
 static struct link *link_new(struct cluster *c, bool is_dialer)
@@ -1548,7 +1621,9 @@ static void on_tick(uv_timer_t *t)
         next = l->next;
         if (!l->is_connected)
             continue;
-        if (now > l->last_rx_ms + CLUSTER_SILENT_MS) {
+        if (l->is_held && now >= l->held_ms + CLUSTER_HOLD_MAX_MS)
+            link_unhold(l);
+        if (!l->is_held && now > l->last_rx_ms + CLUSTER_SILENT_MS) {
             link_close(l, "silent");
             continue;
         }

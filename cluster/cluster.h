@@ -123,6 +123,17 @@ void cluster_forward(struct cluster *c, struct cluster_peer *p, struct msg *m, b
 void cluster_forward_replay(struct cluster *c, struct cluster_peer *p, struct msg *m,
                             const char *replay_of, const char *pub_node, cluster_forward_cb cb,
                             void *ctx);
+/*
+ * Flow control across links. A forward from peer_uid just filled a session here that cannot
+ * keep up: stop reading that member's link, as a local publisher is paused, so that its
+ * QoS 1/2 publishers wait for their acknowledgements instead of this node dropping what they
+ * send. cluster_unhold_all reads every held link again (call it once no session is
+ * congested); a link is read again after a second in any case. QoS 0 forwards that would wait
+ * behind more than 8 MiB of unwritten output on their link are dropped and counted instead.
+ */
+void cluster_hold(struct cluster *c, uint64_t peer_uid);
+void cluster_unhold_all(struct cluster *c);
+
 /* Whether p has a link now (a shared-group member to prefer). */
 bool cluster_peer_is_up(const struct cluster_peer *p);
 /*

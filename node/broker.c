@@ -189,6 +189,8 @@ static void on_prepare(uv_prepare_t *h)
         persist_flush_trims(b);
     if (b->members)
         mesh_members_poll(b);
+    if (b->cluster && b->n_congested == 0)
+        mesh_unhold(b);
     mesh_flush(b);
     if (b->draining)
         drain_poll(b);

@@ -119,6 +119,7 @@ struct broker {
     size_t n_self_allow;
     size_t cap_self_allow;
     bool in_forward;            /* routing a message a member forwarded */
+    uint64_t fwd_peer_uid;      /* which member, while a live forward is routed (else 0) */
     bool in_forward_wait;       /* its store appends are collected */
     struct mesh_recent *recent; /* takeovers received lately */
     struct mesh_handed *handed; /* sessions taken over, still passing messages on */

@@ -229,7 +229,9 @@ static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t 
     b->n_allow = n;
     if (tok)
         persist_forward_begin(b);
+    b->fwd_peer_uid = peer_uid;
     router_publish(b, m, NULL);
+    b->fwd_peer_uid = 0;
     b->allow = NULL;
     b->n_allow = 0;
     b->share_filter = false;
@@ -270,6 +272,18 @@ void mesh_deliver_parked(struct broker *b, struct msg *m, const char *pub_node,
     on_forward_in(b, 0, msg_ref(m), 0, k->plain, groups, n, pub_node, NULL);
     if (groups != stack)
         free(groups);
+}
+
+void mesh_hold(struct broker *b, uint64_t peer_uid)
+{
+    if (b->cluster)
+        cluster_hold(b->cluster, peer_uid);
+}
+
+void mesh_unhold(struct broker *b)
+{
+    if (b->cluster)
+        cluster_unhold_all(b->cluster);
 }
 
 void mesh_forward_done(struct broker *b, uint64_t peer_uid, uint64_t tok, int rc)

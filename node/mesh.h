@@ -126,6 +126,10 @@ struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_c
  * forward it would have been. */
 void mesh_deliver_parked(struct broker *b, struct msg *m, const char *pub_node,
                          const struct mesh_parked *k);
+/* Flow control for members' forwards: stops reading the link of member peer_uid (a forward
+ * from it filled a session that cannot keep up), and reads every such link again. */
+void mesh_hold(struct broker *b, uint64_t peer_uid);
+void mesh_unhold(struct broker *b);
 /* Once per loop pass: goes on taking parked messages once no session here is congested. */
 void mesh_members_poll(struct broker *b);
 /* Whether the member registry listed node_id in its last read. */

@@ -15,6 +15,7 @@
 #include "node/conn.h"
 #include "node/err.h"
 #include "node/log.h"
+#include "node/mesh.h"
 #include "node/msg.h"
 #include "node/persist.h"
 #include "node/session.h"
@@ -322,6 +323,8 @@ static void congest(struct session *s)
     }
     if (b->publisher && b->publisher != s->conn)
         conn_pause(b->publisher);
+    else if (b->fwd_peer_uid)
+        mesh_hold(b, b->fwd_peer_uid); /* a member's forward: stop reading its link */
 }
 
 void session_uncongest(struct session *s)

@@ -839,3 +839,44 @@ def test_shared_group_and_plain_subscriber_on_one_node(cluster, clients):
     assert sorted(numbers) == list(range(n)) and set(numbers.values()) == {1}, \
         "group: %d distinct of %d, %d copies in all" % (len(numbers), n, sum(numbers.values()))
     assert all(got[1:]), "one member got nothing: %r" % [len(g) for g in got[1:]]
+
+
+# --- flow control across a link ----------------------------------------------------------------
+
+def test_a_slow_subscriber_on_another_node_loses_nothing(redis, broker_factory, clients):
+    """Small queues (20 messages, a window of 5) and a clean QoS 1 subscriber on node2 that
+    takes its time; a publisher on node1 sends 600 QoS 1 messages at once. node2 stops
+    reading node1's link while the subscriber is congested, as it would pause a local
+    publisher, so node1's acknowledgements wait: every message arrives, in order, and every
+    one is acknowledged. (Without flow control across the link, node2 drops all but the first
+    25 or so.)"""
+    cl = Cluster(broker_factory, redis, n=2,
+                 extra=["max_queued_messages 20", "max_inflight_messages 5"])
+    cl.wait_formed()
+    n1, n2 = cl.nodes
+    t = "flow/cross/" + helpers.unique()
+    sub = clients.raw(n2, version=4)
+    assert sub.connect(helpers.unique("slowsub")).rc == 0
+    assert sub.subscribe([(t, 1)]).codes == [1]
+    cl.sync_routes()
+    pub = clients.raw(n1, version=4)
+    assert pub.connect(helpers.unique("fastpub")).rc == 0
+    n = 600
+    pub.send(b"".join(R.publish(t, b"%d" % i, qos=1, pid=i + 1) for i in range(n)))
+    got = []
+    deadline = time.time() + 30
+    while len(got) < n and time.time() < deadline:
+        p = sub.try_recv(3.0)
+        if p is None:
+            break
+        if p.type != R.PUBLISH:
+            continue
+        got.append(int(p.payload))
+        if len(got) % 50 == 0:
+            time.sleep(0.1)  # slower than the publisher
+        sub.send(R.puback(p.pid))
+    missing = sorted(set(range(n)) - set(got))
+    assert got == list(range(n)), "got %d of %d; missing %d, first %r" % (
+        len(got), n, len(missing), missing[:10])
+    acks = [pub.expect(R.PUBACK, 10).pid for _ in range(n)]
+    assert sorted(acks) == list(range(1, n + 1))
