@@ -866,10 +866,7 @@ static void learn_members(struct cluster *c, const struct wire_frame *f)
         const struct wire_member *m = &f->u.members.v[i];
         if (strcmp(m->node_id.p, c->node_id) == 0 || m->advertise.len == 0)
             continue;
-        struct cluster_peer *p = peer_find(c, m->node_id.p);
-        if (p && p->link)
-            continue;
-        cluster_add_seed(c, m->advertise.p);
+        cluster_add_member(c, m->node_id.p, m->advertise.p);
     }
 }
 
@@ -1558,6 +1555,17 @@ void cluster_add_seed(struct cluster *c, const char *host_port)
 {
     if (!c->is_closing)
         (void)seed_add(c, host_port, strlen(host_port));
+}
+
+void cluster_add_member(struct cluster *c, const char *node_id, const char *host_port)
+{
+    if (c->is_closing || strcmp(node_id, c->node_id) == 0)
+        return;
+    /* Named, the address is not dialed while that member is linked already: a second link
+     * would only be closed again, with whatever QoS 0 forwards were on the one that goes. */
+    struct seed *s = seed_add(c, host_port, strlen(host_port));
+    if (s && !s->node_id)
+        s->node_id = xstrdup(node_id);
 }
 
 static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res)

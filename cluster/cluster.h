@@ -98,8 +98,11 @@ int cluster_create(uv_loop_t *loop, const struct cluster_conf *cf, const struct 
  * one more loop run for the handles to close. Sets *c to NULL. */
 void cluster_destroy(struct cluster **c);
 
-/* Adds a node to dial (e.g. from the store's member registry): "HOST:PORT". */
+/* Adds a node to dial: "HOST:PORT". */
 void cluster_add_seed(struct cluster *c, const char *host_port);
+/* The same for a node whose id is known (from the store's member registry, or gossip): it is
+ * not dialed while a link to that member is up. */
+void cluster_add_member(struct cluster *c, const char *node_id, const char *host_port);
 /* This node's advertised HOST:PORT and incarnation, for the member registry. */
 const char *cluster_advertise(const struct cluster *c);
 uint64_t cluster_incarnation(const struct cluster *c);

@@ -158,7 +158,7 @@ static void on_listed(void *ctx, int rc, const struct store_blob *pairs, size_t 
         if (sp)
             *sp = '\0';
         if (info[0])
-            cluster_add_seed(b->cluster, info);
+            cluster_add_member(b->cluster, id, info);
     }
     round_plan(mm);
     adopt_next(mm);
