@@ -39,10 +39,16 @@
 #define CLUSTER_BATCH_BYTES  (1u << 20)
 #define CLUSTER_MAX_LINK_OUT (64u << 20) /* a link that cannot drain this is closed */
 /* QoS 0 forwards are dropped rather than queued behind this much unwritten output. */
-#define CLUSTER_QOS0_BACKLOG (8u << 20)
+#define CLUSTER_QOS0_BACKLOG (16u << 20)
 /* A link whose reading is held for sessions that cannot keep up is read again after this long
  * whatever their state, as a publisher is (node/broker.c). */
 #define CLUSTER_HOLD_MAX_MS 1000
+/* A link with this much unwritten output pauses the publishers feeding it (link_pressure hook)
+ * until it is down to CLUSTER_PRESS_LOW; one that writes nothing for CLUSTER_PRESS_GIVEUP_MS
+ * stops holding them back until it drains. */
+#define CLUSTER_PRESS_HIGH      (4u << 20)
+#define CLUSTER_PRESS_LOW       (1u << 20)
+#define CLUSTER_PRESS_GIVEUP_MS 1000
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -155,6 +161,9 @@ struct link {
     bool is_held;       /* not read for now: sessions here cannot keep up (cluster_hold) */
     uint64_t held_ms;
     size_t fwd_done; /* forwards of the first frame in `in` handled before a hold */
+    bool is_pressed; /* over CLUSTER_PRESS_HIGH: publishers feeding it wait */
+    bool is_press_exempt;
+    uint64_t written_ms; /* when a write last completed, or the pressure began */
 };
 
 struct seed {
@@ -335,15 +344,41 @@ struct wreq {
     struct buf b;
 };
 
+static void press_set(struct link *l, bool on)
+{
+    struct cluster *c = l->c;
+    if (l->is_pressed == on)
+        return;
+    l->is_pressed = on;
+    if (c->h.link_pressure)
+        c->h.link_pressure(c->h.ctx, on);
+}
+
+/* Publishers feeding a link that cannot write out what it has wait, as for a slow consumer. */
+static void press_check(struct link *l)
+{
+    size_t backlog = buf_used(&l->out) + l->write_bytes;
+    if (backlog <= CLUSTER_PRESS_LOW) {
+        l->is_press_exempt = false;
+        press_set(l, false);
+    } else if (backlog > CLUSTER_PRESS_HIGH && !l->is_pressed && !l->is_press_exempt) {
+        l->written_ms = clock_now_ms();
+        press_set(l, true);
+    }
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     struct wreq *w = container_of(req, struct wreq, req);
     struct link *l = w->l;
     l->write_bytes -= buf_used(&w->b);
+    l->written_ms = clock_now_ms();
     buf_free(&w->b);
     free(w);
     if (status < 0 && status != UV_ECANCELED)
         link_close(l, "write failed");
+    else if (!l->is_closing)
+        press_check(l);
 }
 
 static void link_write(struct link *l)
@@ -365,6 +400,8 @@ static void link_write(struct link *l)
     l->write_bytes += v.len;
     if (l->write_bytes > CLUSTER_MAX_LINK_OUT)
         link_close(l, "peer does not read");
+    else
+        press_check(l);
 }
 
 /* ---- links ------------------------------------------------------------------------------ */
@@ -398,6 +435,7 @@ static void link_close(struct link *l, const char *why)
         l->is_held = false;
         c->n_held--;
     }
+    press_set(l, false);
     if (l->peer_id && !c->is_closing)
         log_info("cluster", "link closed peer=%s why=%s", l->peer_id, why);
     for (struct link **pp = &c->links; *pp; pp = &(*pp)->next) {
@@ -1631,6 +1669,13 @@ static void on_tick(uv_timer_t *t)
             continue;
         if (l->is_held && now >= l->held_ms + CLUSTER_HOLD_MAX_MS)
             link_unhold(l);
+        if (l->is_pressed && now >= l->written_ms + CLUSTER_PRESS_GIVEUP_MS) {
+            log_ratelimited(LOG_LEVEL_WARN, "cluster",
+                            "member link writes nothing, publishers released peer=%s",
+                            l->peer_id ? l->peer_id : "?");
+            l->is_press_exempt = true;
+            press_set(l, false);
+        }
         if (!l->is_held && now > l->last_rx_ms + CLUSTER_SILENT_MS) {
             link_close(l, "silent");
             continue;
@@ -1859,6 +1904,19 @@ const char *cluster_advertise(const struct cluster *c)
 uint64_t cluster_incarnation(const struct cluster *c)
 {
     return c->incarnation;
+}
+
+bool cluster_peer_is_pressed(struct cluster_peer *p)
+{
+    struct link *l = p->link;
+    if (!l)
+        return false;
+    /* This pass's batch counts too: a pass can add megabytes before it is written. */
+    if (!l->is_pressed && !l->is_press_exempt && link_backlog(p) > CLUSTER_PRESS_HIGH) {
+        l->written_ms = clock_now_ms();
+        press_set(l, true);
+    }
+    return l->is_pressed;
 }
 
 bool cluster_peer_is_up(const struct cluster_peer *p)

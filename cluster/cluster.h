@@ -83,6 +83,10 @@ struct cluster_hooks {
      * stays down that is still listed is cut off, not dead: its routes stay, and what it
      * would get completes with ERR_IO at once, to be parked for it. */
     bool (*is_listed)(void *ctx, const char *node_id);
+    /* Optional: a link's unwritten output went over 4 MiB (is_high), or back under 1 MiB (or
+     * wrote nothing for a second, or closed): pause the publishers that feed it meanwhile
+     * (cluster_peer_is_pressed), as for a slow consumer. Calls balance per link. */
+    void (*link_pressure)(void *ctx, bool is_high);
     /* HMAC-SHA256(key, data) into out[32]. */
     void (*hmac)(const uint8_t *key, size_t key_len, const uint8_t *data, size_t len,
                  uint8_t out[32]);
@@ -132,11 +136,13 @@ void cluster_forward_replay(struct cluster *c, struct cluster_peer *p, struct ms
  * QoS 1/2 publishers wait for their acknowledgements instead of this node dropping what they
  * send. cluster_unhold_all reads every held link again (call it once no session is
  * congested); a link is read again after a second in any case. QoS 0 forwards that would wait
- * behind more than 8 MiB of unwritten output on their link are dropped and counted instead.
+ * behind more than 16 MiB of unwritten output on their link are dropped and counted instead.
  */
 void cluster_hold(struct cluster *c, uint64_t peer_uid);
 void cluster_unhold_all(struct cluster *c);
 
+/* Whether p's link has more output waiting than it writes (see link_pressure). */
+bool cluster_peer_is_pressed(struct cluster_peer *p);
 /* Whether p has a link now (a shared-group member to prefer). */
 bool cluster_peer_is_up(const struct cluster_peer *p);
 /*

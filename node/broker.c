@@ -113,7 +113,7 @@ void broker_resume_publishers(struct broker *b)
     while (c) {
         struct conn *next = c->paused_next;
         c->paused_next = NULL;
-        if (b->n_congested == 0) {
+        if (b->n_congested == 0 && b->n_links_pressed == 0) {
             conn_resume(c);
             conn_unref(c);
         } else {
@@ -181,7 +181,7 @@ static void on_prepare(uv_prepare_t *h)
      * had buffered is handled at once and flushed in turn; a publisher that congests someone
      * again is paused again, so this ends. */
     flush_conns(b);
-    while (b->paused && b->n_congested == 0) {
+    while (b->paused && b->n_congested == 0 && b->n_links_pressed == 0) {
         broker_resume_publishers(b);
         flush_conns(b);
     }

@@ -98,6 +98,7 @@ struct broker {
     struct conn *paused;         /* paused publishers, through conn->paused_next */
     struct session_q *congested; /* congested sessions, through session_q->cong_next */
     uint32_t n_congested;
+    uint32_t n_links_pressed; /* cluster links with more output than they write */
 
     /* Cluster (node/mesh.c): NULL on a single node. */
     struct cluster *cluster;

@@ -189,6 +189,15 @@ static void on_route_add(void *ctx, struct cluster_peer *p, const char *filter, 
         remote_add(b, filter, len, p);
 }
 
+static void on_link_pressure(void *ctx, bool is_high)
+{
+    struct broker *b = ctx;
+    if (is_high)
+        b->n_links_pressed++;
+    else if (b->n_links_pressed > 0)
+        b->n_links_pressed--;
+}
+
 static bool on_is_listed(void *ctx, const char *node_id)
 {
     return mesh_members_is_listed(ctx, node_id);
@@ -478,6 +487,7 @@ int mesh_start(struct broker *b)
         .route_remove = on_route_remove,
         .peer_down = on_peer_down,
         .is_listed = on_is_listed,
+        .link_pressure = on_link_pressure,
         .forward_in = on_forward_in,
         .takeover_in = on_takeover_in,
         .retain_in = on_retain_in,
@@ -677,6 +687,10 @@ void mesh_publish(struct broker *b, struct msg *m)
     b->n_allow = 0;
     for (size_t i = 0; i < b->n_fwd_to; i++) {
         struct mesh_fwd_to *t = &b->fwd_to[i];
+        /* A member link that cannot write out what it has: its publisher waits, as for a
+         * slow consumer here. */
+        if (b->publisher && cluster_peer_is_pressed(t->p))
+            conn_pause(b->publisher);
         if (m->qos == 0) {
             cluster_forward(b->cluster, t->p, m, t->plain, t->groups, t->groups_len, NULL, NULL);
             continue;
