@@ -316,9 +316,13 @@ static int dlv_read(const uint8_t *p, size_t n, struct session_dlv *d)
 static void on_written(void *ctx, int rc)
 {
     (void)ctx;
-    if (rc < 0 && rc != ERR_CANCELED)
-        log_ratelimited(LOG_LEVEL_WARN, "persist", "session write failed rc=%s",
-                        rc == ERR_EXISTS ? "fenced by a newer owner" : err_str(rc));
+    /* A write refused because a newer owner claimed the session since is the fence at work
+     * (a takeover raced this node's last writes for it), not a failure. */
+    if (rc == ERR_EXISTS)
+        log_ratelimited(LOG_LEVEL_INFO, "persist",
+                        "session write refused: fenced by a newer owner");
+    else if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "persist", "session write failed rc=%s", err_str(rc));
 }
 
 static void on_pushed(void *ctx, int rc);
