@@ -36,16 +36,20 @@
 #define MEMBER_HEARTBEAT_MS 1000
 #define MEMBER_TTL_MS       3000
 #define MEMBER_LIST_MS      1000
-#define ADOPT_LOCK_MS       30000
-#define ADOPT_DRAIN_MS      60000 /* an adopter keeps taking parked messages this long */
-#define PARK_TAKE_MAX       256
-#define KNOWN_MAX           1024
+#define MEMBER_GONE_MS                                                                             \
+    5000 /* node ids gone from the registry: read this often, and held                             \
+          * gone this long before their sessions are adopted */
+#define ADOPT_LOCK_MS  30000
+#define ADOPT_DRAIN_MS 60000 /* an adopter keeps taking parked messages this long */
+#define PARK_TAKE_MAX  256
+#define KNOWN_MAX      1024
 
 /* A node id this node has seen in the registry. */
 struct mesh_known {
     char *node_id;
     bool is_listed;      /* in the last registry read */
     uint64_t adopted_ms; /* when its sessions were adopted here; 0: not adopted */
+    uint64_t gone_ms;    /* first reported gone (never seen listed by this node); 0: no */
 };
 
 struct mesh_members {
@@ -55,6 +59,8 @@ struct mesh_members {
     bool is_heartbeat_busy;
     bool is_list_busy;
     bool is_listed_once; /* the registry was read since start */
+    uint64_t next_gone_ms;
+    bool is_gone_busy;
     struct mesh_known *known;
     size_t n_known;
 
@@ -162,6 +168,45 @@ static void on_listed(void *ctx, int rc, const struct store_blob *pairs, size_t 
     }
     round_plan(mm);
     adopt_next(mm);
+}
+
+/*
+ * Node ids that heartbeated once and are gone from the registry, including ones that died
+ * while no member ran (a whole cluster restarted under new names): this node never saw them
+ * listed, so without this their offline sessions would wait for their clients, unrouted.
+ * They are adopted like any dead member, once reported gone for MEMBER_GONE_MS (a member that
+ * is only slow to heartbeat is back by then) and while no link reaches them.
+ */
+static void on_gone(void *ctx, int rc, const struct store_blob *ids, size_t n)
+{
+    struct mesh_members *mm = ctx;
+    if (rc == ERR_CANCELED)
+        return;
+    mm->is_gone_busy = false;
+    if (rc < 0) {
+        log_ratelimited(LOG_LEVEL_WARN, "cluster", "departed members not read rc=%s", err_str(rc));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char id[256];
+        if (ids[i].len == 0 || ids[i].len >= sizeof(id))
+            continue;
+        memcpy(id, ids[i].p, ids[i].len);
+        id[ids[i].len] = '\0';
+        if (strcmp(id, mm->b->conf->node_id) == 0 || known_find(mm, id) || mm->n_known >= KNOWN_MAX)
+            continue;
+        mm->known = xrealloc(mm->known, (mm->n_known + 1) * sizeof(*mm->known));
+        mm->known[mm->n_known++] =
+            (struct mesh_known){.node_id = xstrdup(id), .gone_ms = clock_now_ms()};
+    }
+}
+
+static void on_forgotten(void *ctx, int rc)
+{
+    (void)ctx;
+    if (rc < 0 && rc != ERR_CANCELED)
+        log_ratelimited(LOG_LEVEL_WARN, "cluster", "adopted member not forgotten rc=%s",
+                        err_str(rc));
 }
 
 /* ---- adoption --------------------------------------------------------------------------- */
@@ -362,12 +407,19 @@ static void round_plan(struct mesh_members *mm)
         struct mesh_known *k = &mm->known[i];
         if (k->is_listed) {
             k->adopted_ms = 0; /* back: it takes its parked messages itself */
+            k->gone_ms = 0;
             i++;
             continue;
         }
         if (k->adopted_ms && now > k->adopted_ms + ADOPT_DRAIN_MS) {
             log_info("cluster", "adoption finished node=%s", k->node_id);
+            /* Nothing of it is left to adopt: no longer reported gone. */
+            (void)store_member_forget(mm->b->store, k->node_id, on_forgotten, NULL);
             known_drop(mm, k->node_id);
+            continue;
+        }
+        if (k->gone_ms && now < k->gone_ms + MEMBER_GONE_MS) {
+            i++;
             continue;
         }
         if (!cluster_is_member(mm->b->cluster, k->node_id)) {
@@ -400,6 +452,11 @@ void mesh_members_tick(struct broker *b)
             mm->is_list_busy = true;
         /* This node's own parked messages (left for it while it was away). */
         lock(mm, b->conf->node_id, true, MEMBER_TTL_MS);
+    }
+    if (now >= mm->next_gone_ms && mm->is_listed_once && !mm->is_gone_busy) {
+        mm->next_gone_ms = now + MEMBER_GONE_MS;
+        if (store_member_gone(b->store, on_gone, mm) == 0)
+            mm->is_gone_busy = true;
     }
 }
 

@@ -601,6 +601,23 @@ static int start_scan(struct store *s, int (*op)(void *impl, struct store__req *
     return rc < 0 ? req_abort(r, rc) : 0;
 }
 
+/* A request that names one node or client id and only completes. */
+static int start_named(struct store *s, int (*op)(void *impl, struct store__req *r, const char *id),
+                       const char *id, store_done_cb cb, void *ctx)
+{
+    struct store__req *r;
+    int rc = start_check(s, cb != NULL);
+
+    if (rc < 0)
+        return rc;
+    if (!key_ok(id))
+        return ERR_INVALID;
+    r = req_new(s, STORE__CB_DONE, ctx);
+    r->cb.done = cb;
+    rc = op(s->impl, r, id);
+    return rc < 0 ? req_abort(r, rc) : 0;
+}
+
 int store_session_scan(struct store *s, store_retain_cb cb, void *ctx)
 {
     return start_scan(s, s ? s->ops->session_scan : NULL, cb, ctx);
@@ -632,22 +649,22 @@ int store_member_heartbeat(struct store *s, const char *node_id, struct store_bl
 
 int store_member_leave(struct store *s, const char *node_id, store_done_cb cb, void *ctx)
 {
-    struct store__req *r;
-    int rc = start_check(s, cb != NULL);
-
-    if (rc < 0)
-        return rc;
-    if (!key_ok(node_id))
-        return ERR_INVALID;
-    r = req_new(s, STORE__CB_DONE, ctx);
-    r->cb.done = cb;
-    rc = s->ops->member_leave(s->impl, r, node_id);
-    return rc < 0 ? req_abort(r, rc) : 0;
+    return start_named(s, s ? s->ops->member_leave : NULL, node_id, cb, ctx);
 }
 
 int store_member_list(struct store *s, store_retain_cb cb, void *ctx)
 {
     return start_scan(s, s ? s->ops->member_list : NULL, cb, ctx);
+}
+
+int store_member_gone(struct store *s, store_retain_cb cb, void *ctx)
+{
+    return start_scan(s, s ? s->ops->member_gone : NULL, cb, ctx);
+}
+
+int store_member_forget(struct store *s, const char *node_id, store_done_cb cb, void *ctx)
+{
+    return start_named(s, s ? s->ops->member_forget : NULL, node_id, cb, ctx);
 }
 
 int store_session_scan_owned(struct store *s, const char *owner, store_retain_cb cb, void *ctx)

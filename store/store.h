@@ -130,6 +130,12 @@ int store_member_leave(struct store *s, const char *node_id, store_done_cb cb, v
  * particular order. Expired members are not listed (and are dropped from the index on the
  * way). */
 int store_member_list(struct store *s, store_retain_cb cb, void *ctx);
+/* Node ids that heartbeated once and are not alive now (they died or left), even if that was
+ * while no member ran: the nodes whose sessions may wait for an adopter. The callback gets the
+ * ids as n blobs. */
+int store_member_gone(struct store *s, store_retain_cb cb, void *ctx);
+/* Drops node_id from those: its sessions were adopted. A later heartbeat records it again. */
+int store_member_forget(struct store *s, const char *node_id, store_done_cb cb, void *ctx);
 
 /* ---- sessions by owner (a node adopting the sessions of a dead one) ---- */
 

@@ -86,6 +86,8 @@ struct store__backend_ops {
                             struct store_blob info, uint32_t ttl_ms);
     int (*member_leave)(void *impl, struct store__req *r, const char *node_id);
     int (*member_list)(void *impl, struct store__req *r);
+    int (*member_gone)(void *impl, struct store__req *r);
+    int (*member_forget)(void *impl, struct store__req *r, const char *node_id);
     int (*session_scan_owned)(void *impl, struct store__req *r, const char *owner);
     int (*owner_adopt)(void *impl, struct store__req *r, const char *client_id,
                        const char *dead_owner);

@@ -253,6 +253,8 @@ struct mem_store {
     struct mem_map retained;
     struct mem_map members;
     struct mem_map parked;
+    char **nodes; /* every node id that heartbeated, until forgotten */
+    size_t n_nodes;
 };
 
 static struct mem_client *client_get(struct mem_store *ms, const char *id)
@@ -379,6 +381,9 @@ static void mem_close(void *impl)
         free(ms->retained.slots[i].val);
     for (size_t i = 0; i < ms->members.cap; i++)
         member_free(ms->members.slots[i].val);
+    for (size_t i = 0; i < ms->n_nodes; i++)
+        free(ms->nodes[i]);
+    free(ms->nodes);
     for (size_t i = 0; i < ms->parked.cap; i++)
         parked_free(ms->parked.slots[i].val);
     free(ms->clients.slots);
@@ -624,6 +629,14 @@ static int mem_session_scan(void *impl, struct store__req *r)
 
 /* ---- members, adoption and parked messages ----------------------------------------------- */
 
+static size_t node_find(const struct mem_store *ms, const char *node_id)
+{
+    for (size_t i = 0; i < ms->n_nodes; i++)
+        if (strcmp(ms->nodes[i], node_id) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
 static int mem_member_heartbeat(void *impl, struct store__req *r, const char *node_id,
                                 struct store_blob info, uint32_t ttl_ms)
 {
@@ -631,6 +644,10 @@ static int mem_member_heartbeat(void *impl, struct store__req *r, const char *no
     struct mem_member *m = map_get(&ms->members, node_id);
     size_t n;
 
+    if (node_find(ms, node_id) == SIZE_MAX) {
+        ms->nodes = xrealloc(ms->nodes, (ms->n_nodes + 1) * sizeof(*ms->nodes));
+        ms->nodes[ms->n_nodes++] = xstrdup(node_id);
+    }
     if (!m) {
         n = strlen(node_id);
         m = xcalloc(1, sizeof(*m) + n + 1);
@@ -701,6 +718,39 @@ static int mem_member_list(void *impl, struct store__req *r)
             continue;
         store__req_add_blob(r, (const uint8_t *)e->id, strlen(e->id));
         store__req_add_blob(r, e->info, e->info_len);
+    }
+    store__complete(r, 0);
+    return 0;
+}
+
+static int mem_member_gone(void *impl, struct store__req *r)
+{
+    struct mem_store *ms = impl;
+    size_t n = 0, total = 0;
+
+    members_expire(ms);
+    for (size_t i = 0; i < ms->n_nodes; i++) {
+        if (!map_get(&ms->members, ms->nodes[i])) {
+            n++;
+            total += strlen(ms->nodes[i]);
+        }
+    }
+    store__req_blobs_begin(r, n, total);
+    for (size_t i = 0; i < ms->n_nodes; i++)
+        if (!map_get(&ms->members, ms->nodes[i]))
+            store__req_add_blob(r, (const uint8_t *)ms->nodes[i], strlen(ms->nodes[i]));
+    store__complete(r, 0);
+    return 0;
+}
+
+static int mem_member_forget(void *impl, struct store__req *r, const char *node_id)
+{
+    struct mem_store *ms = impl;
+    size_t i = node_find(ms, node_id);
+
+    if (i != SIZE_MAX) {
+        free(ms->nodes[i]);
+        ms->nodes[i] = ms->nodes[--ms->n_nodes];
     }
     store__complete(r, 0);
     return 0;
@@ -828,6 +878,8 @@ const struct store__backend_ops store__memory_ops = {
     .member_heartbeat = mem_member_heartbeat,
     .member_leave = mem_member_leave,
     .member_list = mem_member_list,
+    .member_gone = mem_member_gone,
+    .member_forget = mem_member_forget,
     .session_scan_owned = mem_session_scan_owned,
     .owner_adopt = mem_owner_adopt,
     .node_adopt_lock = mem_node_adopt_lock,

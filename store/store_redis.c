@@ -56,6 +56,7 @@
 #define RDS_KEY_RETAINED  RDS_PREFIX "retained"
 #define RDS_KEY_SESSIONS  RDS_PREFIX "sessions"
 #define RDS_KEY_MEMBERS   RDS_PREFIX "members"
+#define RDS_KEY_NODES     RDS_PREFIX "nodes"
 #define RDS_KIND_MEMBER   "member:"
 #define RDS_KIND_ADOPT    "adopt:"
 #define RDS_KIND_PARKED   "parked:"
@@ -89,6 +90,7 @@ enum rds_script {
     RDS_SCRIPT_LEAVE,
     RDS_SCRIPT_MEMBERS,
     RDS_SCRIPT_PARK_TAKE,
+    RDS_SCRIPT_GONE,
     RDS_N_SCRIPTS,
     RDS_SCRIPT_NONE = RDS_N_SCRIPTS,
 };
@@ -251,9 +253,10 @@ static const char *const rds_scripts[RDS_N_SCRIPTS] = {
                               "if cur and cur ~= ARGV[1] then return 1 end\n"
                               "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
                               "return 0\n",
-    /* KEYS: member, members index. ARGV: info, ttl ms. */
+    /* KEYS: member, members index, nodes. ARGV: info, ttl ms, node id. */
     [RDS_SCRIPT_HEARTBEAT] = "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
                              "redis.call('SADD', KEYS[2], KEYS[1])\n"
+                             "redis.call('SADD', KEYS[3], ARGV[3])\n"
                              "return 0\n",
     /* KEYS: member, members index. */
     [RDS_SCRIPT_LEAVE] = "redis.call('DEL', KEYS[1])\n"
@@ -268,6 +271,15 @@ static const char *const rds_scripts[RDS_N_SCRIPTS] = {
                            "  else redis.call('SREM', KEYS[1], k) end\n"
                            "end\n"
                            "return out\n",
+    /* KEYS: nodes. ARGV: the member key prefix. The node ids recorded by a heartbeat whose
+     * member key is gone, escaped into the key as cmd_tagged_key does. */
+    [RDS_SCRIPT_GONE] =
+        "local out = {}\n"
+        "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+        "  local e = string.gsub(id, '[%%}]', {['%'] = '%25', ['}'] = '%7D'})\n"
+        "  if redis.call('EXISTS', ARGV[1] .. '{' .. e .. '}') == 0 then out[#out + 1] = id end\n"
+        "end\n"
+        "return out\n",
     /* KEYS: parked. ARGV: max. Pops up to max messages from the head: {msg...}. */
     [RDS_SCRIPT_PARK_TAKE] = "local len = redis.call('LLEN', KEYS[1])\n"
                              "local n = tonumber(ARGV[1])\n"
@@ -307,12 +319,14 @@ enum rds_op {
     RDS_OP_MEMBERS,
     RDS_OP_PARK_PUSH,
     RDS_OP_PARK_TAKE,
+    RDS_OP_GONE,
+    RDS_OP_FORGET,
 };
 
 static const char *const rds_op_names[] = {
-    "claim",      "release",    "save",        "load",         "delete",     "push",
-    "trim",       "retain_set", "retain_load", "session_scan", "scan_owned", "adopt",
-    "adopt_lock", "heartbeat",  "leave",       "members",      "park_push",  "park_take",
+    "claim",      "release",     "save",         "load",       "delete", "push",       "trim",
+    "retain_set", "retain_load", "session_scan", "scan_owned", "adopt",  "adopt_lock", "heartbeat",
+    "leave",      "members",     "park_push",    "park_take",  "gone",   "forget",
 };
 
 enum rds_state {
@@ -1158,10 +1172,12 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         rc = reply_members(c->r, y);
         break;
     case RDS_OP_PARK_TAKE:
+    case RDS_OP_GONE:
         rc = reply_blobs(c->r, y);
         break;
     case RDS_OP_RETAIN_SET:
     case RDS_OP_PARK_PUSH:
+    case RDS_OP_FORGET:
         rc = y->type == REDIS_REPLY_INTEGER ? 0 : ERR_IO;
         break;
     case RDS_OP_RETAIN_LOAD:
@@ -1826,11 +1842,13 @@ static int rds_member_heartbeat(void *impl, struct store__req *r, const char *no
 {
     struct rds_cmd *c = cmd_new(r, RDS_OP_HEARTBEAT);
 
-    cmd_script(c, RDS_SCRIPT_HEARTBEAT, 2);
+    cmd_script(c, RDS_SCRIPT_HEARTBEAT, 3);
     cmd_tagged_key(c, RDS_KIND_MEMBER, node_id, NULL);
     cmd_str(c, RDS_KEY_MEMBERS);
+    cmd_str(c, RDS_KEY_NODES);
     cmd_arg(c, info.p, info.len);
     cmd_u64(c, ttl_ms);
+    cmd_str(c, node_id);
     return cmd_submit(impl, c);
 }
 
@@ -1850,6 +1868,26 @@ static int rds_member_list(void *impl, struct store__req *r)
 
     cmd_script(c, RDS_SCRIPT_MEMBERS, 1);
     cmd_str(c, RDS_KEY_MEMBERS);
+    return cmd_submit(impl, c);
+}
+
+static int rds_member_gone(void *impl, struct store__req *r)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_GONE);
+
+    cmd_script(c, RDS_SCRIPT_GONE, 1);
+    cmd_str(c, RDS_KEY_NODES);
+    cmd_str(c, RDS_PREFIX RDS_KIND_MEMBER);
+    return cmd_submit(impl, c);
+}
+
+static int rds_member_forget(void *impl, struct store__req *r, const char *node_id)
+{
+    struct rds_cmd *c = cmd_new(r, RDS_OP_FORGET);
+
+    cmd_str(c, "SREM");
+    cmd_str(c, RDS_KEY_NODES);
+    cmd_str(c, node_id);
     return cmd_submit(impl, c);
 }
 
@@ -1930,6 +1968,8 @@ const struct store__backend_ops store__redis_ops = {
     .member_heartbeat = rds_member_heartbeat,
     .member_leave = rds_member_leave,
     .member_list = rds_member_list,
+    .member_gone = rds_member_gone,
+    .member_forget = rds_member_forget,
     .session_scan_owned = rds_session_scan_owned,
     .owner_adopt = rds_owner_adopt,
     .node_adopt_lock = rds_node_adopt_lock,

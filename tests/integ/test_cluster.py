@@ -527,6 +527,40 @@ def test_sessions_of_a_dead_node_are_adopted_and_lose_nothing(cluster):
             cid, len(late), parked, late[:10])
 
 
+def test_sessions_of_a_cluster_that_died_whole_are_adopted_by_a_new_node(redis, broker_factory):
+    """Five offline persistent sessions on node2 of a two-node cluster; then both nodes are
+    SIGKILLed, so no member is left to see node2 die. A node started later under a new id, as
+    a Kubernetes pod restarted under a new name, finds node2 among the node ids gone from the
+    member registry, adopts its sessions and routes to them: QoS 1 messages published before
+    the clients come back are waiting for them. (Without it, nobody routes to those sessions
+    until their clients return, and the messages reach no one.)"""
+    cl = Cluster(broker_factory, redis, n=2)
+    cl.wait_formed()
+    n1, n2 = cl.nodes
+    p = prefix("whole")
+    cids = [helpers.unique("wh%d" % i) for i in range(5)]
+    for cid in cids:
+        make_session(n2, cid, p + "/q")
+    cl.kill(0, signal.SIGKILL)
+    cl.kill(1, signal.SIGKILL)
+    time.sleep(4.0)  # their registry entries expire (3 s): node3 never sees them alive
+    assert redis.cli("KEYS", "shoal:v1:member:*").strip() == ""
+    n3 = cl.add_node(seeds=[])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _adoption_line((n3,), n2.node_id):
+        time.sleep(0.2)
+    lines = _adoption_line((n3,), n2.node_id)
+    assert len(lines) == 1 and lines[0].endswith("n=5"), \
+        "expected node3 to adopt node2's 5 sessions: %r" % lines
+    publish_qos1(n3, p + "/q", [b"while-away-1", b"while-away-2"])
+    for cid in cids:
+        c = resume(n3, cid)
+        try:
+            assert receive_all(c, 2, timeout=5) == [b"while-away-1", b"while-away-2"], cid
+        finally:
+            c.close()
+
+
 # Copies one entry of a list to its tail, byte for byte.
 _COPY_ENTRY = "redis.call('RPUSH', KEYS[1], redis.call('LINDEX', KEYS[1], ARGV[1])) return 1"
 

@@ -94,6 +94,15 @@ static struct store_blob blob(const char *s)
     return b;
 }
 
+/* Whether one of the blobs r got is name. */
+static inline bool has_blob(const struct result *r, const char *name)
+{
+    for (size_t i = 0; i < r->n && i < 16; i++)
+        if (r->blob_len[i] == strlen(name) && memcmp(r->blobs[i], name, strlen(name)) == 0)
+            return true;
+    return false;
+}
+
 /* Entry ids for a trim, from a space-separated list of entries stored as they are (each is
  * its own id); "\\0" in a name stands for a 0 byte, to name keyed entries. */
 struct id_list {

@@ -865,6 +865,26 @@ static void assert_pair(const struct result *r, const char *name, const char *wa
     assert_string_equal(got, want);
 }
 
+static struct result gone_of(struct fixture *f)
+{
+    struct result r = {0};
+    assert_int_equal(store_member_gone(f->s, on_retain, &r), 0);
+    assert_int_equal(r.calls, 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.rc, 0);
+    return r;
+}
+
+static int forget(struct fixture *f, const char *node)
+{
+    struct result r = {0};
+    assert_int_equal(store_member_forget(f->s, node, on_done, &r), 0);
+    run(f);
+    assert_int_equal(r.calls, 1);
+    return r.rc;
+}
+
 static void test_members(void **state)
 {
     struct fixture *f = *state;
@@ -906,6 +926,16 @@ static void test_members(void **state)
     l = list_pairs(f, NULL);
     assert_int_equal(l.n, 2);
     assert_pair(&l, "n1", "10.0.0.1:7000/2");
+
+    /* Gone: n3 expired and n2 left; n1 is alive; a node that never heartbeated is unknown. */
+    l = gone_of(f);
+    assert_int_equal(l.n, 2);
+    assert_true(has_blob(&l, "n2") && has_blob(&l, "n3"));
+    assert_int_equal(forget(f, "n3"), 0);
+    assert_int_equal(forget(f, "never-joined"), 0);
+    l = gone_of(f);
+    assert_int_equal(l.n, 1);
+    assert_true(has_blob(&l, "n2"));
 }
 
 static void test_scan_owned(void **state)

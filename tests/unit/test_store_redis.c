@@ -1602,6 +1602,25 @@ static bool has_name(const struct result *r, const char *name)
     return false;
 }
 
+/* The node ids store_member_gone lists through s. */
+static struct result gone_of(struct fixture *f, struct store *s)
+{
+    struct result r = {0};
+    assert_int_equal(store_member_gone(s, on_retain, &r), 0);
+    assert_int_equal(r.calls, 0);
+    wait_one(f, &r);
+    assert_int_equal(r.rc, 0);
+    return r;
+}
+
+static int forget(struct fixture *f, const char *node)
+{
+    struct result r = {0};
+    assert_int_equal(store_member_forget(f->s, node, on_done, &r), 0);
+    wait_one(f, &r);
+    return r.rc;
+}
+
 static void test_members(void **state)
 {
     struct fixture *f = *state;
@@ -1649,6 +1668,24 @@ static void test_members(void **state)
     assert_int_equal(l.n, 2);
     assert_true(has_pair(&l, odd, ""));
     assert_int_equal(raw_int(main_sv.port, 0, "EXISTS", "shoal:v1:member:{n%7D%257D{x y}"), 1);
+
+    /* Gone: the expired and the departed, not the live one (whose key needs escaping). */
+    l = gone_of(f, b);
+    assert_int_equal(l.n, 2);
+    assert_true(has_blob(&l, "node-a") && has_blob(&l, "node-b"));
+    assert_int_equal(forget(f, "node-a"), 0);
+    assert_int_equal(forget(f, "nobody"), 0);
+    l = gone_of(f, f->s);
+    assert_int_equal(l.n, 1);
+    assert_true(has_blob(&l, "node-b"));
+    /* A heartbeat records a forgotten node again; alive, it is not gone. */
+    assert_int_equal(heartbeat_on(f, f->s, "node-a", "10.0.0.1:7000/3", 200), 0);
+    l = gone_of(f, f->s);
+    assert_int_equal(l.n, 1);
+    run_for(f, 250);
+    l = gone_of(f, f->s);
+    assert_int_equal(l.n, 2);
+    assert_true(has_blob(&l, "node-a"));
 }
 
 static void test_scan_owned(void **state)
