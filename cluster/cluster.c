@@ -1298,22 +1298,24 @@ static void handle_retain(struct cluster *c, const struct wire_frame *f)
 
 /* ---- reading ---------------------------------------------------------------------------- */
 
-static void dispatch(struct link *l, const struct wire_frame *f)
+/* Handles one frame. Returns false when a hold stopped it part way: it stays to be handled
+ * again (from where it stopped) once the link is read again. */
+static bool dispatch(struct link *l, const struct wire_frame *f)
 {
     struct cluster *c = l->c;
     struct cluster_peer *p = l->peer;
 
     if (f->type == WIRE_HELLO) {
         handle_hello(l, &f->u.hello);
-        return;
+        return true;
     }
     if (f->type == WIRE_PROOF) {
         handle_proof(l, f->u.proof);
-        return;
+        return true;
     }
     if (!p) {
         link_close(l, "frame before hello");
-        return;
+        return true;
     }
     switch (f->type) {
     case WIRE_PING:
@@ -1340,8 +1342,7 @@ static void dispatch(struct link *l, const struct wire_frame *f)
         send_routes_snapshot(c, l);
         break;
     case WIRE_FORWARD:
-        (void)handle_forward(l, p, f);
-        break;
+        return handle_forward(l, p, f);
     case WIRE_FORWARD_ACK:
         handle_forward_ack(p, f);
         break;
@@ -1359,6 +1360,7 @@ static void dispatch(struct link *l, const struct wire_frame *f)
     default:
         break;
     }
+    return true;
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *out)
@@ -1397,10 +1399,10 @@ static void link_process(struct link *l)
             link_close(l, "malformed frame");
             return;
         }
-        dispatch(l, &f);
+        bool is_done = dispatch(l, &f);
         wire_frame_free(&f);
-        if (l->fwd_done > 0)
-            break; /* held part way through this frame */
+        if (!is_done)
+            break;
         buf_consume(&l->in, (size_t)n);
     }
 }

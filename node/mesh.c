@@ -263,20 +263,15 @@ static void on_forward_in(void *ctx, uint64_t peer_uid, struct msg *m, uint64_t 
 void mesh_deliver_parked(struct broker *b, struct msg *m, const char *pub_node,
                          const struct mesh_parked *k)
 {
-    struct wire_str stack[8] = {{0}}, *groups = stack;
-    size_t n = 0, cap = 8;
-    for (size_t at = 0; at < k->groups_len;) {
-        size_t len = strlen(k->groups + at);
-        if (n == cap) {
-            cap *= 2;
-            struct wire_str *v = xmalloc(cap * sizeof(*v));
-            memcpy(v, groups, n * sizeof(*v));
-            if (groups != stack)
-                free(groups);
-            groups = v;
-        }
-        groups[n++] = (struct wire_str){k->groups + at, len};
-        at += len + 1;
+    /* The groups are NUL-terminated strings (mesh_park_read checks the last one). */
+    size_t n = 0;
+    for (size_t at = 0; at < k->groups_len; at += strlen(k->groups + at) + 1)
+        n++;
+    struct wire_str stack[8] = {{0}};
+    struct wire_str *groups = n <= 8 ? stack : xmalloc(n * sizeof(*groups));
+    for (size_t i = 0, at = 0; i < n; i++) {
+        groups[i] = (struct wire_str){k->groups + at, strlen(k->groups + at)};
+        at += groups[i].len + 1;
     }
     on_forward_in(b, 0, msg_ref(m), 0, k->plain, groups, n, pub_node, NULL);
     if (groups != stack)

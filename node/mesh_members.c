@@ -36,9 +36,9 @@
 #define MEMBER_HEARTBEAT_MS 1000
 #define MEMBER_TTL_MS       3000
 #define MEMBER_LIST_MS      1000
-#define MEMBER_GONE_MS                                                                             \
-    5000 /* node ids gone from the registry: read this often, and held                             \
-          * gone this long before their sessions are adopted */
+/* Node ids gone from the registry are read this often, and held gone this long before their
+ * sessions are adopted. */
+#define MEMBER_GONE_MS 5000
 #define ADOPT_LOCK_MS  30000
 #define ADOPT_DRAIN_MS 60000 /* an adopter keeps taking parked messages this long */
 #define PARK_TAKE_MAX  256

@@ -128,10 +128,10 @@ bool mesh_moved_admit(struct broker *b, struct session *s, const struct msg *m)
 
 /* ---- parked entries: MAGIC2, publisher length (1 byte), publisher, sequence (8, big-endian);
  * the incarnation it was parked for (8), the forward's id (8) and the parker's incarnation (8);
- * plain (1), the shared groups' length (2) and the groups (NUL-terminated); then the message
+ * plain (1), the shared groups' length (4) and the groups (NUL-terminated); then the message
  * blob. MAGIC entries stop after the sequence and go straight to the blob. ---------------- */
 
-#define PARK_FIXED (2 + 8 + 24 + 1 + 2)
+#define PARK_FIXED (2 + 8 + 24 + 1 + 4)
 
 static const char *park_pub(const struct broker *b, const struct msg *m)
 {
@@ -160,8 +160,8 @@ void mesh_park_write(const struct broker *b, const struct msg *m, const struct c
     be_put(w + 24, b->cluster ? cluster_incarnation(b->cluster) : 0, 8);
     w += 32;
     *w++ = fi->plain;
-    be_put(w, fi->groups_len, 2);
-    w += 2;
+    be_put(w, fi->groups_len, 4);
+    w += 4;
     if (fi->groups_len)
         memcpy(w, fi->groups, fi->groups_len);
     w += fi->groups_len;
@@ -186,14 +186,14 @@ struct msg *mesh_park_read(const uint8_t *p, size_t len, char *pub, size_t pub_c
     pub[n] = '\0';
     uint64_t seq = be_get(p + 2 + n, 8);
     if (p[0] == PARK_MAGIC2) {
-        if (len < at + 24 + 3)
+        if (len < at + 24 + 5)
             return NULL;
         k->target_inc = be_get(p + at, 8);
         k->fwd_id = be_get(p + at + 8, 8);
         k->parker_inc = be_get(p + at + 16, 8);
         k->plain = p[at + 24] != 0;
-        k->groups_len = (size_t)be_get(p + at + 25, 2);
-        at += 27;
+        k->groups_len = (size_t)be_get(p + at + 25, 4);
+        at += 29;
         if (len < at + k->groups_len || (k->groups_len && p[at + k->groups_len - 1] != '\0'))
             return NULL;
         k->groups = (const char *)p + at;

@@ -743,9 +743,8 @@ static void trim_issue(struct broker *b, struct session *s)
     t->keys = q->trim_keys;
     memcpy(t->client_id, s->client_id, len + 1);
     for (uint32_t i = 0; i < n; i++) {
-        for (unsigned j = 0; j < STORE_ENTRY_KEY_LEN; j++)
-            be[i * STORE_ENTRY_KEY_LEN + j] = (uint8_t)(t->keys[i] >> (56 - 8 * j));
-        ids[i] = (struct store_blob){be + i * STORE_ENTRY_KEY_LEN, STORE_ENTRY_KEY_LEN};
+        be_put(be + (size_t)i * STORE_ENTRY_KEY_LEN, t->keys[i], STORE_ENTRY_KEY_LEN);
+        ids[i] = (struct store_blob){be + (size_t)i * STORE_ENTRY_KEY_LEN, STORE_ENTRY_KEY_LEN};
     }
     q->trim_keys = NULL;
     q->n_trim_keys = q->cap_trim_keys = 0;

@@ -877,6 +877,29 @@ def test_shared_group_and_plain_subscriber_on_one_node(cluster, clients):
 
 # --- flow control across a link ----------------------------------------------------------------
 
+def _slow_pair(redis, broker_factory, clients, qos, extra=(), pub_timeout=5.0):
+    """A two-node cluster with a raw MQTT 3.1.1 subscriber at qos on node2 and a publisher on
+    node1, on a topic of their own. Returns (topic, subscriber, publisher)."""
+    cl = Cluster(broker_factory, redis, n=2, extra=list(extra))
+    cl.wait_formed()
+    n1, n2 = cl.nodes
+    t = "flow/cross%d/%s" % (qos, helpers.unique())
+    sub = clients.raw(n2, version=4, timeout=10.0)
+    assert sub.connect(helpers.unique("slowsub")).rc == 0
+    assert sub.subscribe([(t, qos)]).codes == [qos]
+    cl.sync_routes()
+    pub = clients.raw(n1, version=4, timeout=pub_timeout)
+    assert pub.connect(helpers.unique("fastpub")).rc == 0
+    return t, sub, pub
+
+
+def _assert_all_in_order(got, n):
+    """got must be 0 .. n-1, each once, in order."""
+    missing = sorted(set(range(n)) - set(got))
+    assert got == list(range(n)), "got %d of %d; missing %d, first %r" % (
+        len(got), n, len(missing), missing[:10])
+
+
 def test_a_slow_subscriber_on_another_node_loses_nothing(redis, broker_factory, clients):
     """Small queues (20 messages, a window of 5) and a clean QoS 1 subscriber on node2 that
     takes its time; a publisher on node1 sends 600 QoS 1 messages at once. node2 stops
@@ -884,17 +907,8 @@ def test_a_slow_subscriber_on_another_node_loses_nothing(redis, broker_factory, 
     publisher, so node1's acknowledgements wait: every message arrives, in order, and every
     one is acknowledged. (Without flow control across the link, node2 drops all but the first
     25 or so.)"""
-    cl = Cluster(broker_factory, redis, n=2,
-                 extra=["max_queued_messages 20", "max_inflight_messages 5"])
-    cl.wait_formed()
-    n1, n2 = cl.nodes
-    t = "flow/cross/" + helpers.unique()
-    sub = clients.raw(n2, version=4)
-    assert sub.connect(helpers.unique("slowsub")).rc == 0
-    assert sub.subscribe([(t, 1)]).codes == [1]
-    cl.sync_routes()
-    pub = clients.raw(n1, version=4)
-    assert pub.connect(helpers.unique("fastpub")).rc == 0
+    t, sub, pub = _slow_pair(redis, broker_factory, clients, 1,
+                             ["max_queued_messages 20", "max_inflight_messages 5"])
     n = 600
     pub.send(b"".join(R.publish(t, b"%d" % i, qos=1, pid=i + 1) for i in range(n)))
     got = []
@@ -909,9 +923,7 @@ def test_a_slow_subscriber_on_another_node_loses_nothing(redis, broker_factory, 
         if len(got) % 50 == 0:
             time.sleep(0.1)  # slower than the publisher
         sub.send(R.puback(p.pid))
-    missing = sorted(set(range(n)) - set(got))
-    assert got == list(range(n)), "got %d of %d; missing %d, first %r" % (
-        len(got), n, len(missing), missing[:10])
+    _assert_all_in_order(got, n)
     acks = [pub.expect(R.PUBACK, 10).pid for _ in range(n)]
     assert sorted(acks) == list(range(1, n + 1))
 
@@ -923,16 +935,7 @@ def test_qos0_to_a_slow_subscriber_on_another_node_slows_the_publisher(redis, br
     output to node2 then grows, and past 4 MiB node1 stops reading the publisher until the
     link drains, as a slow local consumer would. Nothing is dropped: every message arrives,
     in order. (Without the pause, node1 drops QoS 0 forwards once 16 MiB wait on the link.)"""
-    cl = Cluster(broker_factory, redis, n=2)
-    cl.wait_formed()
-    n1, n2 = cl.nodes
-    t = "flow/cross0/" + helpers.unique()
-    sub = clients.raw(n2, version=4, timeout=10.0)
-    assert sub.connect(helpers.unique("slowsub0")).rc == 0
-    assert sub.subscribe([(t, 0)]).codes == [0]
-    cl.sync_routes()
-    pub = clients.raw(n1, version=4, timeout=60.0)
-    assert pub.connect(helpers.unique("fastpub0")).rc == 0
+    t, sub, pub = _slow_pair(redis, broker_factory, clients, 0, pub_timeout=60.0)
     n, pad = 30000, b"x" * 1000
     data = b"".join(R.publish(t, b"%06d" % i + pad, qos=0) for i in range(n))
     sender = threading.Thread(target=pub.send, args=(data,), daemon=True)
@@ -948,6 +951,4 @@ def test_qos0_to_a_slow_subscriber_on_another_node_slows_the_publisher(redis, br
             if len(got) % 3000 == 0:
                 time.sleep(0.3)  # slower than the publisher
     sender.join(10)
-    missing = sorted(set(range(n)) - set(got))
-    assert got == list(range(n)), "got %d of %d; missing %d, first %r" % (
-        len(got), n, len(missing), missing[:10])
+    _assert_all_in_order(got, n)

@@ -52,6 +52,13 @@ def receive_all(c, n, timeout=10.0):
     return got
 
 
+def sigkill(node):
+    """Kills node with SIGKILL and waits for it: a crash, nothing flushed."""
+    node.signal(signal.SIGKILL)
+    node.proc.wait()
+    node.proc = None
+
+
 def make_session(broker, client_id, topic, version=4):
     c = resume(broker, client_id, version, expect_present=False)
     assert c.subscribe([(topic, 1)]).codes == [1]
@@ -65,9 +72,7 @@ def test_session_survives_node_restart(node, how):
     make_session(node, "persist-1", "p/#")
     publish_qos1(node, "p/a", [b"before-%d" % i for i in range(50)])
     if how == signal.SIGKILL:
-        node.signal(signal.SIGKILL)
-        node.proc.wait()
-        node.proc = None
+        sigkill(node)
     else:
         node.stop()
     node.start()
@@ -228,9 +233,7 @@ def test_sigkill_with_messages_in_flight_loses_nothing(node):
     for p in got[:10]:
         c.send(rawmqtt.puback(p.pid))
     time.sleep(0.5)
-    node.signal(signal.SIGKILL)
-    node.proc.wait()
-    node.proc = None
+    sigkill(node)
     c.close()
     node.start()
     c = resume(node, "persist-k")
@@ -245,9 +248,7 @@ def test_qos2_exactly_once_across_a_restart_mid_flow(node):
     pub = resume(node, "persist-q2pub", expect_present=False)
     pub.send(rawmqtt.publish("q2/x", b"once", qos=2, pid=7))
     assert pub.expect(rawmqtt.PUBREC).pid == 7
-    node.signal(signal.SIGKILL)
-    node.proc.wait()
-    node.proc = None
+    sigkill(node)
     pub.close()
     node.start()
     pub = resume(node, "persist-q2pub")
@@ -309,9 +310,7 @@ def test_will_survives_a_node_kill(node):
     dying = node.raw(4)
     assert dying.connect("will-dying", clean=False,
                          will={"topic": "wills/dying", "payload": b"bye", "qos": 1}).rc == 0
-    node.signal(signal.SIGKILL)
-    node.proc.wait()
-    node.proc = None
+    sigkill(node)
     dying.close()
     node.start()
     c = resume(node, "will-sub")
@@ -336,9 +335,7 @@ def test_suback_waits_until_the_subscription_is_stored(node, redis):
         redis.proc.send_signal(signal.SIGCONT)
     ack = c.expect(rawmqtt.SUBACK, timeout=5)
     assert ack.pid == 7
-    node.signal(signal.SIGKILL)
-    node.proc.wait()
-    node.proc = None
+    sigkill(node)
     c.close()
     node.start()
     publish_qos1(node, "sa/x", [b"kept"])
@@ -352,9 +349,7 @@ def test_connack_waits_until_the_session_is_stored(node, redis):
     CONNACK still finds it after the restart."""
     for i in range(3):
         c = resume(node, "persist-ca%d" % i, expect_present=False)
-        node.signal(signal.SIGKILL)
-        node.proc.wait()
-        node.proc = None
+        sigkill(node)
         c.close()
         node.start()
         c = resume(node, "persist-ca%d" % i, expect_present=True)
@@ -424,9 +419,7 @@ def test_a_frozen_store_loses_no_acknowledged_message(node, redis):
         sub.send(rawmqtt.puback(p.pid))
     time.sleep(1.0)
 
-    node.signal(signal.SIGKILL)
-    node.proc.wait()
-    node.proc = None
+    sigkill(node)
     sub.close()
     pub.close()
     node.start()
