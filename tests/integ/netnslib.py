@@ -231,10 +231,12 @@ class Net:
                 errors.append("netns %s: %s" % (ns, r.stderr.strip()))
         self.made_ns = []
         if self.made_root_link:
-            # Usually gone with its peer in the hub namespace.
+            # Usually gone with its peer in the hub namespace, which the kernel removes in the
+            # background: it may go between the check and the delete, which is as good.
             if ip("link", "show", self.root_link, check=False).returncode == 0:
                 r = ip("link", "del", self.root_link, check=False)
-                if r.returncode != 0:
+                if r.returncode != 0 and ip("link", "show", self.root_link,
+                                            check=False).returncode == 0:
                     errors.append("link %s: %s" % (self.root_link, r.stderr.strip()))
             self.made_root_link = False
         self.cuts = set()
